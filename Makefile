@@ -1,0 +1,41 @@
+# The two commands: `make study` (whole study, default profile -> outputs/default/report.html)
+# and `make test`. Both create .venv on first use; later runs only re-install when pyproject.toml changes.
+PYTHON  ?= $(shell command -v python3.11 || command -v python3)
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PROFILE ?= default
+# The shared real-data subsets beside the checkout, unless the user points elsewhere.
+HISTOLEAN_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export HISTOLEAN_DATA
+
+.PHONY: study test smoke lab report env clean-outputs
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU wheel of torch first, so that nothing pulls the multi-GB CUDA build on a CPU machine.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name histolean --display-name "Python (histolean)" >/dev/null
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+study: $(STAMP)
+	$(BIN)/histolean run --profile $(PROFILE)
+
+smoke: $(STAMP)
+	$(BIN)/histolean run --profile smoke
+
+report: $(STAMP)
+	$(BIN)/histolean report --profile $(PROFILE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+clean-outputs:
+	rm -rf outputs/$(PROFILE)

@@ -1,0 +1,90 @@
+"""The ``histolean`` command: run the study, build its report, inspect and fetch data.
+
+    histolean run [--profile P] [--only NAME ...] [--force]
+    histolean report [--profile P]
+    histolean data status
+    histolean data fetch NAME [--dest DIR] [--url-base URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_run(args) -> int:
+    from . import report, study
+
+    outcomes = study.run(args.profile, only=args.only, force=args.force, data_root=args.data)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not args.no_report:
+        path = report.build(args.profile)
+        print(f"report: {path}")
+    done = sum(o.status == "ok" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    print(f"{done} ran, {skipped} already complete, {len(failed)} failed"
+          + (": " + ", ".join(o.benchmark for o in failed) if failed else ""))
+    return 1 if failed else 0
+
+
+def _cmd_report(args) -> int:
+    from . import report
+
+    print(report.build(args.profile))
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from . import data
+
+    if args.data_cmd == "status":
+        print(data.format_status(data.dataset_status(args.root)))
+        return 0
+    path = data.fetch(args.name, dest=args.dest, base_url=args.url_base)
+    print(f"{args.name}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="histolean", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="execute the benchmark notebooks of a profile (resumable)")
+    run.add_argument("--profile", default="default", help="smoke | default | paper (params/<profile>.yaml)")
+    run.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
+    run.add_argument("--force", action="store_true", help="re-run benchmarks that are already complete")
+    run.add_argument("--data", default=None, help="data root (default: $HISTOLEAN_DATA, else ./data)")
+    run.add_argument("--no-report", action="store_true", help="do not rebuild report.html afterwards")
+    run.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("report", help="build outputs/<profile>/report.html")
+    rep.add_argument("--profile", default="default")
+    rep.set_defaults(func=_cmd_report)
+
+    dat = sub.add_parser("data", help="datasets: what is there, and downloading them")
+    dsub = dat.add_subparsers(dest="data_cmd", required=True)
+    st = dsub.add_parser("status", help="every dataset found, with counts; how to get the missing ones")
+    st.add_argument("--root", default=None, help="data root (default: $HISTOLEAN_DATA, else ./data)")
+    fe = dsub.add_parser("fetch", help="download a dataset from its official source (checksums, resume)")
+    fe.add_argument("name")
+    fe.add_argument("--dest", default=None, help="where to put it (default: the data root)")
+    fe.add_argument("--url-base", default=None, help="mirror to download from instead of the official URL")
+    dat.set_defaults(func=_cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        # Errors of ours already name the file and the fix; no traceback for them.
+        print(f"histolean: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("histolean: interrupted; finished benchmarks are kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The study runner: profiles, papermill execution, resume, and the run manifest.
+
+``run("default")`` executes every benchmark notebook named in
+``params/default.yaml`` into ``outputs/default/``::
+
+    outputs/<profile>/notebooks/<benchmark>.ipynb   executed copy (with outputs)
+    outputs/<profile>/results/<benchmark>.jsonl     result rows (histolean.records)
+    outputs/<profile>/figures/<benchmark>__*.png    figures
+    outputs/<profile>/runs/<benchmark>.json         manifest: status, fingerprint, timing, error
+
+A benchmark is *complete* when its manifest says ``ok``, its fingerprint
+(parameters + notebook code + library code) is unchanged, and its executed
+notebook and results file exist. Complete benchmarks are skipped on re-run;
+the manifest is deleted before a benchmark starts, so an interrupted run is
+never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import atomic, records
+
+PROFILES = ("smoke", "default", "paper")
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``params/`` and ``notebooks/``: $HISTOLEAN_ROOT, else the
+    nearest parent of ``start`` (default: cwd) that has both, else the source checkout."""
+    if os.environ.get("HISTOLEAN_ROOT"):
+        return Path(os.environ["HISTOLEAN_ROOT"]).resolve()
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "params").is_dir():
+        return checkout
+    raise FileNotFoundError(f"no params/ and notebooks/ folders in {here} or its parents; "
+                            f"run from the histolean checkout or set HISTOLEAN_ROOT")
+
+
+def load_profile(profile: str, root: str | os.PathLike | None = None) -> dict:
+    """Read ``params/<profile>.yaml``; every benchmark gets a dict of parameters."""
+    root = project_root(root)
+    path = root / "params" / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (root / "params").glob("*.yaml"))
+        raise FileNotFoundError(f"profile {profile!r} not found: {path} does not exist (profiles: {known})")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    benchmarks = cfg.get("benchmarks") or {}
+    if not isinstance(benchmarks, dict):
+        raise ValueError(f"{path}: 'benchmarks' must map benchmark names to parameter dicts")
+    cfg["benchmarks"] = {name: dict(p or {}) for name, p in benchmarks.items()}
+    cfg.setdefault("seed", 0)
+    cfg.setdefault("timeout_s", 1800)
+    cfg["profile"] = profile
+    return cfg
+
+
+def output_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
+    return project_root(root) / "outputs" / profile
+
+
+def _sha256(*chunks: bytes) -> str:
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(c)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def notebook_code(path: Path) -> str:
+    """The code of a notebook, without outputs or metadata (what decides its results)."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return "\n# ---\n".join("".join(c.get("source", "")) for c in nb.get("cells", []) if c.get("cell_type") == "code")
+
+
+def library_fingerprint() -> str:
+    """Hash of the library's own source: a change in the code re-runs the study.
+
+    ``$HISTOLEAN_LIBRARY_FINGERPRINT`` pins it, to keep finished results across a
+    library edit known not to change them (a docstring, a plot colour).
+    """
+    if os.environ.get("HISTOLEAN_LIBRARY_FINGERPRINT"):
+        return os.environ["HISTOLEAN_LIBRARY_FINGERPRINT"]
+    lib = Path(__file__).resolve().parent
+    files = sorted(p for p in lib.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts)
+    return _sha256(*(p.relative_to(lib).as_posix().encode() + p.read_bytes() for p in files))
+
+
+def fingerprint(notebook: Path, parameters: dict) -> str:
+    return _sha256(json.dumps(parameters, sort_keys=True, default=str).encode(),
+                   notebook_code(notebook).encode(), library_fingerprint().encode())
+
+
+@dataclass
+class Outcome:
+    benchmark: str
+    status: str          # ok | failed | skipped (already complete)
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def manifest_path(out: Path, benchmark: str) -> Path:
+    return out / "runs" / f"{benchmark}.json"
+
+
+def read_manifest(out: Path, benchmark: str) -> dict | None:
+    path = manifest_path(out, benchmark)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return None  # a damaged manifest means "not complete": the benchmark runs again
+
+
+def is_complete(out: Path, benchmark: str, fp: str) -> bool:
+    m = read_manifest(out, benchmark)
+    if not m or m.get("status") != "ok" or m.get("fingerprint") != fp:
+        return False
+    if not (out / "notebooks" / f"{benchmark}.ipynb").exists():
+        return False
+    try:
+        records.read_rows(out, benchmark)
+    except ValueError:
+        return False
+    return (out / "results" / f"{benchmark}.jsonl").exists()
+
+
+def _kernel_name() -> str:
+    """The project's 'histolean' kernel when registered (make does it), else python3."""
+    from jupyter_client.kernelspec import find_kernel_specs
+
+    return "histolean" if "histolean" in find_kernel_specs() else "python3"
+
+
+def _error_text(err: Exception) -> str:
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        cell = getattr(err, "exec_count", None)
+        return f"{ename}: {evalue}" + (f" (cell [{cell}])" if cell else "")
+    return f"{type(err).__name__}: {err}"
+
+
+def run_benchmark(benchmark: str, cfg: dict, root: Path, out: Path, force: bool = False,
+                  data_root: str | None = None) -> Outcome:
+    """Execute one benchmark notebook with papermill; write its manifest."""
+    import papermill as pm
+
+    notebook = root / "notebooks" / f"{benchmark}.ipynb"
+    if not notebook.exists():
+        return _record_failure(out, benchmark, "", 0.0,
+                               f"notebook {notebook} does not exist (listed in params/{cfg['profile']}.yaml)")
+    parameters = {
+        "profile": cfg["profile"], "output_dir": str(out), "seed": int(cfg["seed"]),
+        "data_root": data_root if data_root is not None else os.environ.get("HISTOLEAN_DATA", ""),
+        **cfg["benchmarks"][benchmark],
+    }
+    fp = fingerprint(notebook, parameters)
+    if not force and is_complete(out, benchmark, fp):
+        return Outcome(benchmark, "skipped")
+
+    manifest_path(out, benchmark).unlink(missing_ok=True)
+    executed = out / "notebooks" / f"{benchmark}.ipynb"
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.perf_counter()
+    error = None
+    with atomic.atomic_path(executed) as tmp:
+        try:
+            pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name=_kernel_name(),
+                                cwd=str(notebook.parent), progress_bar=False,
+                                execution_timeout=int(cfg["timeout_s"]))
+        except Exception as err:  # recorded, the study goes on with the next benchmark
+            error = _error_text(err)
+            if not tmp.exists() or tmp.stat().st_size == 0:
+                tmp.write_text(notebook.read_text(encoding="utf-8"), encoding="utf-8")
+    seconds = time.perf_counter() - t0
+    if error:
+        return _record_failure(out, benchmark, fp, seconds, error, started)
+    _write_manifest(out, benchmark, {"status": "ok", "fingerprint": fp, "parameters": parameters,
+                                     "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 2)})
+    return Outcome(benchmark, "ok", seconds)
+
+
+def _write_manifest(out: Path, benchmark: str, manifest: dict) -> None:
+    atomic.write_text(manifest_path(out, benchmark), json.dumps({"benchmark": benchmark, **manifest}, indent=2))
+
+
+def _record_failure(out, benchmark, fp, seconds, error, started=None) -> Outcome:
+    _write_manifest(out, benchmark, {"status": "failed", "fingerprint": fp, "error": error,
+                                     "started": started.isoformat(timespec="seconds") if started else None,
+                                     "seconds": round(seconds, 2)})
+    return Outcome(benchmark, "failed", seconds, error)
+
+
+def run(profile: str = "default", only: list[str] | None = None, force: bool = False,
+        root: str | os.PathLike | None = None, data_root: str | None = None,
+        progress: bool = True, out: str | os.PathLike | None = None) -> list[Outcome]:
+    """Run the study's benchmarks for ``profile`` (all, or ``only`` these) into
+    ``out`` (default ``outputs/<profile>``)."""
+    from tqdm.auto import tqdm
+
+    root = project_root(root)
+    cfg = load_profile(profile, root)
+    names = list(cfg["benchmarks"])
+    if only:
+        unknown = [n for n in only if n not in cfg["benchmarks"]]
+        if unknown:
+            raise ValueError(f"unknown benchmark(s) {unknown} for profile {profile!r}; known: {names}")
+        names = [n for n in names if n in only]
+    out = Path(out) if out is not None else output_dir(profile, root)
+    outcomes = []
+    bar = tqdm(names, desc=f"study [{profile}]", unit="notebook", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        outcome = run_benchmark(name, cfg, root, out, force=force, data_root=data_root)
+        outcomes.append(outcome)
+        bar.write(f"{name}: {outcome.status}" + (f" in {outcome.seconds:.0f}s" if outcome.seconds else "")
+                  + (f" -- {outcome.error}" if outcome.error else ""))
+    return outcomes

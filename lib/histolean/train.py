@@ -1,0 +1,276 @@
+"""The one torch training loop every torch benchmark uses.
+
+``fit`` trains with Adam or SGD (weight decay, step or cosine schedule),
+mixed precision on CUDA, a tqdm progress bar that works in notebooks and
+terminals, the best checkpoint on a validation metric (saved atomically,
+restored at the end, loaded with ``weights_only=True``), early stopping and
+the time of every epoch. The same code runs on CUDA or CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import atomic, metrics
+
+NORM_MEAN = 0.5
+NORM_STD = 0.5
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU; no code change needed between the two."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices); deterministic cuDNN choices."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+# --------------------------------------------------------------------------- data
+
+class ArrayDataset(Dataset):
+    """uint8 images (N, H, W, 3) + int labels -> normalised float CHW tensors.
+
+    ``augment`` applies the flips and 90-degree rotations under which tissue
+    patches keep their label; ``size`` resizes (bilinear) to ``size x size``.
+    """
+
+    def __init__(self, images: np.ndarray, labels, augment: bool = False, size: int | None = None, seed: int = 0):
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+        self.augment, self.size = augment, size
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        if self.augment:
+            img = np.rot90(img, int(self.rng.integers(4)))
+            if self.rng.random() < 0.5:
+                img = img[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=True)[0]
+        return (x - NORM_MEAN) / NORM_STD, self.labels[i]
+
+
+def make_loader(images, labels, batch_size: int = 32, shuffle: bool = False, augment: bool = False,
+                seed: int = 0, size: int | None = None, num_workers: int = 0) -> DataLoader:
+    """A DataLoader over uint8 image arrays, reproducible for a given seed."""
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ArrayDataset(images, labels, augment=augment, size=size, seed=seed),
+                      batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available())
+
+
+# --------------------------------------------------------------------------- loop
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    monitor: str = "val_auc"
+    stopped_early: bool = False
+
+    @property
+    def time_per_epoch_s(self) -> float:
+        times = [h["epoch_time_s"] for h in self.history]
+        return float(np.mean(times)) if times else float("nan")
+
+    @property
+    def train_time_s(self) -> float:
+        return float(sum(h["epoch_time_s"] for h in self.history))
+
+
+def _make_optimizer(model, optimizer, lr, weight_decay, momentum) -> torch.optim.Optimizer:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adam', 'adamw', 'sgd' or a torch.optim.Optimizer, got {optimizer!r}")
+
+
+def _make_schedule(opt, schedule, epochs, step_size, gamma):
+    if schedule is None or isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
+        return schedule
+    if schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=gamma)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+    raise ValueError(f"schedule must be None, 'step', 'cosine' or a torch LR scheduler, got {schedule!r}")
+
+
+def _better(value: float, best: float | None, monitor: str) -> bool:
+    if not np.isfinite(value):
+        return best is None
+    if best is None or not np.isfinite(best):
+        return True
+    return value < best if monitor.endswith("loss") else value > best
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra) -> Path:
+    """Atomically save ``model.state_dict()`` (+ plain-Python extras)."""
+    with atomic.atomic_path(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), **extra}, tmp)
+    return Path(path)
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, map_location=None) -> dict:
+    """Load a checkpoint saved by ``save_checkpoint`` (tensors only: ``weights_only=True``)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {path} does not exist") from None
+    except Exception as err:  # truncated or foreign files
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
+                         f"delete it and train again") from None
+    model.load_state_dict(ckpt["state_dict"])
+    return ckpt
+
+
+def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
+        optimizer="adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+        schedule=None, step_size: int = 5, gamma: float = 0.5,
+        loss_fn: Callable | None = None, monitor: str = "val_auc", patience: int | None = None,
+        checkpoint_path: str | os.PathLike | None = None, device=None, amp: bool = True,
+        progress: bool = True, after_backward: Callable | None = None,
+        on_step_end: Callable | None = None, seed: int = 0, desc: str = "train") -> FitResult:
+    """Train ``model`` and restore its best weights (by ``monitor`` on ``val_loader``).
+
+    ``monitor`` is 'val_auc', 'val_accuracy' (higher is better) or 'val_loss'
+    (lower is better); without a validation loader the last epoch is kept.
+    ``after_backward(model, step)`` runs between ``loss.backward()`` and the
+    optimiser step (ResRep resets gradients there); ``on_step_end(model, step)``
+    after it. The best weights live in memory and, when ``checkpoint_path`` is
+    given, on disk too.
+    """
+    from tqdm.auto import tqdm
+
+    seed_everything(seed)
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    opt = _make_optimizer(model, optimizer, lr, weight_decay, momentum)
+    sched = _make_schedule(opt, schedule, epochs, step_size, gamma)
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    result = FitResult(monitor=monitor)
+    best_state, bad_epochs, step = None, 0, 0
+    bar = tqdm(total=epochs * len(train_loader), desc=desc, disable=not progress, leave=False)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0, total, count = time.perf_counter(), 0.0, 0
+        for x, y in train_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}; "
+                                         f"lower the learning rate (now {opt.param_groups[0]['lr']:g})")
+            scaler.scale(loss).backward()
+            if after_backward is not None:
+                scaler.unscale_(opt)
+                after_backward(model, step)
+            scaler.step(opt)
+            scaler.update()
+            if on_step_end is not None:
+                on_step_end(model, step)
+            step += 1
+            total += loss.item() * len(y)
+            count += len(y)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{total / max(count, 1):.4f}")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        row = {"epoch": epoch, "train_loss": total / max(count, 1),
+               "epoch_time_s": time.perf_counter() - t0, "lr": opt.param_groups[0]["lr"]}
+        if sched is not None:
+            sched.step()
+        if val_loader is not None:
+            row.update({f"val_{k}": v for k, v in evaluate(model, val_loader, device=device, loss_fn=loss_fn).items()})
+        result.history.append(row)
+
+        value = row.get(monitor, float("nan"))
+        if val_loader is None or _better(value, result.best_value, monitor):
+            result.best_epoch, result.best_value, bad_epochs = epoch, value, 0
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            if checkpoint_path is not None:
+                save_checkpoint(model, checkpoint_path, epoch=epoch, monitor=monitor, value=float(value))
+        else:
+            bad_epochs += 1
+            if patience is not None and bad_epochs >= patience:
+                result.stopped_early = True
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
+    """Probability of class 1 (softmax over 2 logits, or sigmoid of 1) and the labels."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    probs, labels = [], []
+    for x, y in loader:
+        logits = model(x.to(device)).float()
+        p = torch.softmax(logits, 1)[:, 1] if logits.ndim == 2 and logits.shape[1] > 1 else torch.sigmoid(logits.view(-1))
+        probs.append(p.cpu().numpy())
+        labels.append(np.asarray(y))
+    return np.concatenate(probs) if probs else np.zeros(0), np.concatenate(labels) if labels else np.zeros(0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device=None, loss_fn: Callable | None = None) -> dict:
+    """Mean loss, AUC, accuracy and n over ``loader`` (model in eval mode)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    model.to(device).eval()
+    probs, labels, total, count = [], [], 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x).float()
+        total += loss_fn(logits, y).item() * len(y)
+        count += len(y)
+        probs.append(torch.softmax(logits, 1)[:, 1].cpu().numpy())
+        labels.append(y.cpu().numpy())
+    if not count:
+        raise ValueError("evaluation loader is empty")
+    out = metrics.classification_metrics(np.concatenate(labels), np.concatenate(probs), loss=total / count)
+    return {k: out[k] for k in ("loss", "auc", "accuracy", "n")}

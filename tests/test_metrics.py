@@ -1,0 +1,55 @@
+import math
+
+import numpy as np
+import pytest
+
+from histolean import metrics
+
+
+def test_auc_hand_computed():
+    # Pairs (pos, neg): (0.8>0.1) (0.8>0.4) (0.35<0.4) (0.35>0.1) -> 3 of 4 pairs ordered right.
+    y = [0, 0, 1, 1]
+    p = [0.1, 0.4, 0.35, 0.8]
+    assert metrics.auc(y, p) == pytest.approx(0.75)
+
+
+def test_auc_ties_count_half():
+    assert metrics.auc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+
+
+def test_auc_single_class_is_nan_not_half():
+    assert math.isnan(metrics.auc([1, 1, 1], [0.2, 0.5, 0.9]))
+
+
+def test_classification_metrics_hand_computed():
+    y = [0, 0, 1, 1]
+    p = [0.1, 0.6, 0.7, 0.4]
+    out = metrics.classification_metrics(y, p)
+    assert out["accuracy"] == pytest.approx(0.5)   # 0.1->0 ok, 0.6->1 wrong, 0.7->1 ok, 0.4->0 wrong
+    expected_bce = -np.mean(np.log([0.9, 0.4, 0.7, 0.4]))
+    assert out["loss"] == pytest.approx(expected_bce)
+    assert out["n"] == 4 and out["positives"] == 2
+
+
+def test_given_loss_is_kept():
+    assert metrics.classification_metrics([0, 1], [0.2, 0.9], loss=1.25)["loss"] == 1.25
+
+
+def test_bad_labels_and_lengths_raise_clear_errors():
+    with pytest.raises(ValueError, match="0/1"):
+        metrics.classification_metrics([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="3 labels but prob has 2"):
+        metrics.auc([0, 1, 1], [0.1, 0.2])
+
+
+def test_bootstrap_ci_brackets_the_estimate_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    def sample(n):
+        y = rng.integers(0, 2, n)
+        return y, np.clip(y * 0.3 + rng.random(n) * 0.7, 0, 1)
+    y, p = sample(200)
+    lo, hi = metrics.bootstrap_ci(y, p, n_boot=300)
+    assert lo <= metrics.auc(y, p) <= hi
+    y2, p2 = sample(2000)
+    lo2, hi2 = metrics.bootstrap_ci(y2, p2, n_boot=300)
+    assert (hi2 - lo2) < (hi - lo)

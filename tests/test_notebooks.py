@@ -1,0 +1,44 @@
+"""Notebook tier: every benchmark notebook runs end to end on the smoke profile, through the study
+runner (papermill), on the real data subsets when present; its rows and figures are checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from histolean import records, report, study
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = study.load_profile("smoke", REPO)
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+
+def test_every_notebook_is_in_every_profile_and_committed_clean():
+    notebooks = {p.stem for p in (REPO / "notebooks").glob("*.ipynb")}
+    for profile in study.PROFILES:
+        assert set(study.load_profile(profile, REPO)["benchmarks"]) == notebooks, profile
+    for path in (REPO / "notebooks").glob("*.ipynb"):
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert not any(c.get("outputs") for c in code), f"{path.name} is committed with outputs"
+        assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell must be tagged 'parameters'"
+
+
+@pytest.fixture(scope="module")
+def smoke_out(tmp_path_factory):
+    return tmp_path_factory.mktemp("smoke")
+
+
+@pytest.mark.parametrize("benchmark", list(SMOKE["benchmarks"]))
+def test_notebook_runs_on_smoke_profile(benchmark, smoke_out):
+    [outcome] = study.run("smoke", only=[benchmark], root=REPO, out=smoke_out, progress=False, force=True)
+    assert outcome.status == "ok", outcome.error
+    rows = records.read_rows(smoke_out, benchmark)
+    assert rows, f"{benchmark} recorded no result rows"
+    for row in rows:
+        assert row["profile"] == "smoke"
+        assert row["data_kind"] in records.DATA_KINDS
+    page = report.build("smoke", root=REPO, out=smoke_out).read_text()
+    assert f"id='{benchmark}'" in page

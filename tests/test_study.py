@@ -1,0 +1,178 @@
+"""The study runner: success, a failing notebook, resume, atomic outputs, an interrupted run, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from histolean import records, report, study
+
+pytestmark = pytest.mark.slow
+
+
+def _notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"\noutput_dir = "../outputs/interactive"\n'
+                                       'data_root = ""\nseed = 0\nvalue = 1\nsleep_s = 0.0')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Toy\nA toy benchmark for the runner tests."), params,
+                nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.write_text(nbformat.writes(nb), encoding="utf-8")
+
+
+GOOD = """
+import time, pathlib
+from histolean.records import Recorder
+log = pathlib.Path(output_dir) / "executions.log"; log.parent.mkdir(parents=True, exist_ok=True)
+with log.open("a") as f: f.write(NAME + "\\n")
+time.sleep(sleep_s)
+rec = Recorder(NAME, output_dir, profile=profile, seed=seed)
+rec.add(dataset="toy", data_kind="synthetic", model="m", method="x", setting={"value": value}, metrics={"auc": 0.5 + value / 10})
+import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
+fig, ax = plt.subplots(); ax.plot([0, 1], [0, value]); rec.save_figure(fig, "line")
+"""
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    """A tiny study: two good benchmarks and one that fails.
+
+    The library's own fingerprint is pinned so that edits to the library while
+    the tests run cannot re-trigger benchmarks; test_library_change_reruns checks it separately.
+    """
+    monkeypatch.setenv("HISTOLEAN_LIBRARY_FINGERPRINT", "pinned")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params").mkdir()
+    for name in ("alpha", "beta"):
+        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + GOOD.replace("rec_name", "NAME"))
+    _notebook(tmp_path / "notebooks" / "broken.ipynb", "raise RuntimeError('the data file x.h5 is truncated')")
+    (tmp_path / "params" / "smoke.yaml").write_text(
+        "seed: 0\ntimeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  beta: {value: 2}\n")
+    return tmp_path
+
+
+def _executions(out: Path) -> list[str]:
+    log = out / "executions.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def test_run_success_failure_and_resume(project):
+    out = project / "outputs" / "smoke"
+    outcomes = study.run("smoke", root=project, progress=False)
+    assert [(o.benchmark, o.status) for o in outcomes] == [("alpha", "ok"), ("broken", "failed"), ("beta", "ok")]
+    assert "x.h5 is truncated" in outcomes[1].error
+    # the failing notebook is recorded with its error and the others still ran
+    assert json.loads((out / "runs" / "broken.json").read_text())["status"] == "failed"
+    assert (out / "notebooks" / "broken.ipynb").exists()
+    rows = records.read_rows(out)
+    assert {r["benchmark"] for r in rows} == {"alpha", "beta"}
+    row = rows[0]
+    for key in ("device", "versions", "seed", "profile", "data_kind"):
+        assert key in row
+    assert row["profile"] == "smoke" and row["setting"] == {"value": 1}
+    assert (out / "figures" / "alpha__line.png").stat().st_size > 0
+
+    # resume: complete benchmarks are skipped; the failed one runs again
+    again = study.run("smoke", root=project, progress=False)
+    assert [o.status for o in again] == ["skipped", "failed", "skipped"]
+    assert _executions(out) == ["alpha", "beta"]
+
+    # a parameter change re-runs only that benchmark; --force re-runs all
+    (project / "params" / "smoke.yaml").write_text(
+        "seed: 0\ntimeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  beta: {value: 3}\n")
+    assert [o.status for o in study.run("smoke", root=project, progress=False, only=["alpha", "beta"])] == ["skipped", "ok"]
+    assert records.read_rows(out, "beta")[0]["setting"] == {"value": 3}
+    assert len(records.read_rows(out, "beta")) == 1   # re-run replaces rows, never appends duplicates
+    assert [o.status for o in study.run("smoke", root=project, progress=False, only=["alpha"], force=True)] == ["ok"]
+
+
+def test_code_change_reruns(project):
+    study.run("smoke", root=project, progress=False, only=["alpha"])
+    nb = project / "notebooks" / "alpha.ipynb"
+    nb.write_text(nb.read_text().replace("sleep_s = 0.0", "sleep_s = 0.01"))
+    assert study.run("smoke", root=project, progress=False, only=["alpha"])[0].status == "ok"
+
+
+def test_library_change_reruns(project, monkeypatch):
+    study.run("smoke", root=project, progress=False, only=["alpha"])
+    assert study.run("smoke", root=project, progress=False, only=["alpha"])[0].status == "skipped"
+    monkeypatch.setenv("HISTOLEAN_LIBRARY_FINGERPRINT", "library edited")
+    assert study.run("smoke", root=project, progress=False, only=["alpha"])[0].status == "ok"
+
+
+def test_damaged_outputs_are_not_trusted(project):
+    out = project / "outputs" / "smoke"
+    study.run("smoke", root=project, progress=False, only=["alpha"])
+    (out / "results" / "alpha.jsonl").write_text('{"benchmark": "alpha", "trunc')   # half a line
+    assert study.run("smoke", root=project, progress=False, only=["alpha"])[0].status == "ok"
+    assert records.read_rows(out, "alpha")[0]["benchmark"] == "alpha"
+    (out / "runs" / "alpha.json").write_text("{not json")
+    assert study.run("smoke", root=project, progress=False, only=["alpha"])[0].status == "ok"
+
+
+def test_unknown_profile_and_benchmark_are_clear_errors(project):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        study.run("nope", root=project, progress=False)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        study.run("smoke", root=project, progress=False, only=["gamma"])
+
+
+def test_interrupted_run_resumes_without_redoing_finished_work(project):
+    """Kill `histolean run` while the second notebook runs; the re-run finishes only what is left."""
+    (project / "params" / "smoke.yaml").write_text(
+        "seed: 0\ntimeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  beta: {value: 2, sleep_s: 60}\n")
+    out = project / "outputs" / "smoke"
+    env = {**os.environ, "HISTOLEAN_ROOT": str(project)}
+    proc = subprocess.Popen([sys.executable, "-m", "histolean.cli", "run", "--profile", "smoke"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while _executions(out) != ["alpha", "beta"] and time.time() < deadline:
+            time.sleep(0.2)
+        assert _executions(out) == ["alpha", "beta"], "the run never reached the second notebook"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)   # the whole group: runner and kernel, like a power cut
+        proc.wait()
+    assert study.read_manifest(out, "alpha")["status"] == "ok"
+    assert study.read_manifest(out, "beta") is None          # nothing claims beta finished
+    assert not list((out / "notebooks").glob("beta.ipynb"))  # no half-written executed notebook
+    (project / "params" / "smoke.yaml").write_text(
+        "seed: 0\ntimeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  beta: {value: 2, sleep_s: 0}\n")
+    # the re-run goes through the command too (same library fingerprint as the killed run)
+    done = subprocess.run([sys.executable, "-m", "histolean.cli", "run", "--profile", "smoke"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 ran, 1 already complete, 0 failed" in done.stdout
+    assert _executions(out) == ["alpha", "beta", "beta"]
+    assert (out / "report.html").exists()
+
+
+def test_report_has_every_benchmark_marks_synthetic_and_errors(project):
+    out = project / "outputs" / "smoke"
+    study.run("smoke", root=project, progress=False)
+    page = report.build("smoke", root=project).read_text()
+    for name in ("alpha", "beta", "broken"):
+        assert f"id='{name}'" in page
+    assert "SYNTHETIC" in page
+    assert "x.h5 is truncated" in page
+    assert "data:image/png;base64," in page
+    assert (out / "report.html").exists()
+
+
+def test_recorder_validates_and_writes_valid_json(tmp_path):
+    rec = records.Recorder("b", tmp_path, profile="smoke")
+    with pytest.raises(ValueError, match="data_kind"):
+        rec.add(dataset="d", data_kind="fake", model="m", method="x")
+    import numpy as np
+    rec.add(dataset="d", data_kind="real", model="m", method="x", metrics={"auc": np.float32(0.5), "nan": float("nan")})
+    row = records.read_rows(tmp_path, "b")[0]
+    assert row["metrics"] == {"auc": 0.5, "nan": None}
