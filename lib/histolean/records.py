@@ -93,11 +93,12 @@ class Recorder:
         """Record one row. ``data_kind``: "real", "synthetic" (generated data) or "none" (no data involved)."""
         if data_kind not in DATA_KINDS:
             raise ValueError(f"data_kind must be one of {DATA_KINDS}, got {data_kind!r}")
+        seed = fields.pop("seed", self.seed)  # a row may carry its own run seed
         row = {
             "benchmark": self.benchmark, "dataset": dataset, "data_kind": data_kind,
             "model": model, "method": method, "setting": setting or {}, "metrics": metrics or {},
             **fields,
-            "profile": self.profile, "seed": fields.pop("seed", self.seed),
+            "profile": self.profile, "seed": seed,
             "device": device_description(), "versions": library_versions(),
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
