@@ -53,3 +53,52 @@ def test_bootstrap_ci_brackets_the_estimate_and_narrows_with_n():
     y2, p2 = sample(2000)
     lo2, hi2 = metrics.bootstrap_ci(y2, p2, n_boot=300)
     assert (hi2 - lo2) < (hi - lo)
+
+
+# --------------------------------------------------------------------------- segmentation
+
+def _maps():
+    """Two nuclei in the ground truth; the prediction covers the first exactly, half of the
+    second, and adds one false nucleus. Areas: gt1=4, gt2=4, pred1=4, pred2=2, pred3=2."""
+    gt = np.zeros((6, 6), int)
+    gt[0:2, 0:2] = 1
+    gt[3:5, 3:5] = 2
+    pred = np.zeros((6, 6), int)
+    pred[0:2, 0:2] = 7
+    pred[3:5, 3:4] = 8
+    pred[5, 0:2] = 9
+    return gt, pred
+
+
+def test_dice_hand_computed():
+    gt, pred = _maps()
+    # |gt|=8, |pred|=8, overlap 4+2=6 -> 12/16
+    assert metrics.dice(gt, pred) == pytest.approx(0.75)
+    assert metrics.dice(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+
+
+def test_aji_hand_computed():
+    gt, pred = _maps()
+    # gt1<->pred7: I=4, U=4; gt2<->pred8: I=2, U=4; unused pred9 adds 2 -> 6 / 10
+    assert metrics.aggregated_jaccard_index(gt, pred) == pytest.approx(0.6)
+    assert metrics.aggregated_jaccard_index(gt, gt) == pytest.approx(1.0)
+    assert metrics.aggregated_jaccard_index(gt, np.zeros_like(gt)) == 0.0
+
+
+def test_pq_hand_computed():
+    gt, pred = _maps()
+    out = metrics.panoptic_quality(gt, pred)
+    # IoU(gt1, 7) = 1 matched; IoU(gt2, 8) = 0.5 is not > 0.5 -> TP=1, FN=1, FP=2
+    assert (out["tp"], out["fn"], out["fp"]) == (1, 1, 2)
+    assert out["dq"] == pytest.approx(1 / (1 + 0.5 + 1.0))
+    assert out["sq"] == pytest.approx(1.0)
+    assert out["pq"] == pytest.approx(0.4)
+
+
+def test_segmentation_metrics_ignore_label_values_and_check_shapes():
+    gt, pred = _maps()
+    relabelled = np.where(pred > 0, pred * 100 + 3, 0)
+    assert metrics.aggregated_jaccard_index(gt, relabelled) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="shapes differ"):
+        metrics.panoptic_quality(gt, pred[:5])
+    assert metrics.mse([0, 2], [1, 0]) == pytest.approx(2.5)

@@ -61,3 +61,82 @@ def bootstrap_ci(y_true, prob, metric=auc, n_boot: int = 1000, level: float = 0.
         return float("nan"), float("nan")
     lo, hi = np.percentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- segmentation
+# Instance label maps: 0 is background, every other integer one nucleus. Definitions follow
+# Kumar et al. 2017 (AJI) and Kirillov et al. 2019 / Graham et al. 2019 (PQ, as in hover_net).
+
+def dice(gt, pred) -> float:
+    """Binary Dice of the foregrounds (any non-zero label); 1.0 when both are empty."""
+    gt, pred = np.asarray(gt) > 0, np.asarray(pred) > 0
+    if gt.shape != pred.shape:
+        raise ValueError(f"shapes differ: ground truth {gt.shape}, prediction {pred.shape}")
+    total = gt.sum() + pred.sum()
+    return 1.0 if total == 0 else float(2 * np.logical_and(gt, pred).sum() / total)
+
+
+def mse(target, pred) -> float:
+    """Mean squared error, e.g. of a predicted distance map."""
+    target, pred = np.asarray(target, dtype=float), np.asarray(pred, dtype=float)
+    if target.shape != pred.shape:
+        raise ValueError(f"shapes differ: target {target.shape}, prediction {pred.shape}")
+    return float(np.mean((target - pred) ** 2))
+
+
+def _overlaps(gt, pred) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Intersections and unions of every (gt, pred) instance pair, via one contingency table.
+
+    Returns (gt ids, pred ids, intersection matrix, gt areas, pred areas); ids exclude 0.
+    """
+    gt, pred = np.asarray(gt), np.asarray(pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"shapes differ: ground truth {gt.shape}, prediction {pred.shape}")
+    gt_ids, gt_inv = np.unique(gt.ravel(), return_inverse=True)
+    pr_ids, pr_inv = np.unique(pred.ravel(), return_inverse=True)
+    table = np.zeros((gt_ids.size, pr_ids.size), dtype=np.int64)
+    np.add.at(table, (gt_inv, pr_inv), 1)
+    gt_area, pr_area = table.sum(1), table.sum(0)
+    gt_keep, pr_keep = gt_ids != 0, pr_ids != 0
+    return (gt_ids[gt_keep], pr_ids[pr_keep], table[np.ix_(gt_keep, pr_keep)],
+            gt_area[gt_keep], pr_area[pr_keep])
+
+
+def aggregated_jaccard_index(gt, pred) -> float:
+    """AJI: each ground-truth nucleus takes the prediction of highest IoU with it; the
+    intersections over the unions are summed, and every prediction never taken adds its area
+    to the union. 1.0 when both maps are empty."""
+    _, _, inter, gt_area, pr_area = _overlaps(gt, pred)
+    if inter.shape[0] == 0:
+        return 1.0 if inter.shape[1] == 0 else 0.0
+    union = gt_area[:, None] + pr_area[None, :] - inter
+    used = np.zeros(inter.shape[1], dtype=bool)
+    total_inter = total_union = 0
+    for i in range(inter.shape[0]):
+        if inter.shape[1] == 0 or inter[i].max() == 0:
+            total_union += gt_area[i]           # a missed nucleus counts fully in the union
+            continue
+        j = int(np.argmax(inter[i] / union[i]))
+        total_inter += inter[i, j]
+        total_union += union[i, j]
+        used[j] = True
+    total_union += pr_area[~used].sum()
+    return float(total_inter / total_union)
+
+
+def panoptic_quality(gt, pred, iou_threshold: float = 0.5) -> dict:
+    """PQ = DQ x SQ with pairs matched at IoU > 0.5 (unique by construction).
+
+    DQ = TP / (TP + FP/2 + FN/2) (an F1 of detection); SQ = mean IoU of the matched pairs.
+    Returns dict(pq, dq, sq, tp, fp, fn).
+    """
+    _, _, inter, gt_area, pr_area = _overlaps(gt, pred)
+    iou = inter / np.maximum(gt_area[:, None] + pr_area[None, :] - inter, 1)
+    matched = iou > iou_threshold
+    tp = int(matched.sum())
+    fn, fp = inter.shape[0] - tp, inter.shape[1] - tp
+    if tp + fp + fn == 0:
+        return {"pq": 1.0, "dq": 1.0, "sq": 1.0, "tp": 0, "fp": 0, "fn": 0}
+    dq = tp / (tp + 0.5 * fp + 0.5 * fn)
+    sq = float(iou[matched].sum() / tp) if tp else 0.0
+    return {"pq": dq * sq, "dq": dq, "sq": sq, "tp": tp, "fp": fp, "fn": fn}
