@@ -94,8 +94,8 @@ def _overlaps(gt, pred) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
         raise ValueError(f"shapes differ: ground truth {gt.shape}, prediction {pred.shape}")
     gt_ids, gt_inv = np.unique(gt.ravel(), return_inverse=True)
     pr_ids, pr_inv = np.unique(pred.ravel(), return_inverse=True)
-    table = np.zeros((gt_ids.size, pr_ids.size), dtype=np.int64)
-    np.add.at(table, (gt_inv, pr_inv), 1)
+    table = np.bincount(gt_inv.astype(np.int64) * pr_ids.size + pr_inv,
+                        minlength=gt_ids.size * pr_ids.size).reshape(gt_ids.size, pr_ids.size)
     gt_area, pr_area = table.sum(1), table.sum(0)
     gt_keep, pr_keep = gt_ids != 0, pr_ids != 0
     return (gt_ids[gt_keep], pr_ids[pr_keep], table[np.ix_(gt_keep, pr_keep)],
