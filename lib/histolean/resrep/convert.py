@@ -1,0 +1,280 @@
+"""Forgetting: fold BN and compactors into the convolutions and physically drop removed channels."""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from . import channels as ch
+from .compactor import COMPACTOR_PREFIX, ResRepNet
+
+
+@dataclass
+class ConvertedNetwork:
+    """The plain, smaller network and its width table (its spec as far as FLOPs are concerned)."""
+
+    module: nn.Module                       # an fx.GraphModule: no compactors, no fused BNs
+    widths: dict[str, tuple[int, int]]      # layer -> (input features, output channels) after pruning
+    original_widths: dict[str, tuple[int, int]]
+    predicted_flops: int                    # the papers' formula from the mask; histolean.flops agrees
+    original_flops: int
+    removed_channels: int                   # output channels removed over all layers (tied ones counted per layer)
+    input_size: tuple[int, int]
+    epsilon: float | None = None
+
+    @property
+    def flops_ratio(self) -> float:
+        return self.predicted_flops / self.original_flops
+
+
+def removed_classes(net: ResRepNet, epsilon: float | None = None, min_channels: int = 1) -> np.ndarray:
+    """Classes that conversion removes.
+
+    ``epsilon=None``: the masked classes. ``epsilon=<float>``: the NAR paper's threshold, i.e.
+    every class whose compactor row norm (mean over tied rows) is below ``epsilon`` - compactor
+    rows start at norm 1, so 0.9 removes the channels that lost more than 10 % of it - while
+    keeping ``min_channels`` per conv.
+    """
+    if epsilon is None:
+        return net.dropped_classes()
+    return net.flops_model.select(net.class_scores(), below=float(epsilon), min_channels=min_channels)
+
+
+@torch.no_grad()
+def convert(net: ResRepNet, epsilon: float | None = None, min_channels: int = 1) -> ConvertedNetwork:
+    """Return the plain network without the removed channels (see :func:`removed_classes`).
+
+    BN is fused into its conv, the compactor folded in, removed output channels dropped from
+    the conv and removed input channels from every consumer (conv, depthwise conv, BN, linear);
+    where a removed channel reaches a consumer as a non-zero constant (after a pre-activation
+    BN), that constant is folded into the consumer's bias. In eval mode the result equals the
+    compactor network whose removed compactor rows are zero.
+    """
+    graph = net.channels
+    dropped = removed_classes(net, epsilon, min_channels)
+    gm = _copy_structure(net.net).eval()
+    nodes = {n.name: n for n in gm.graph.nodes}
+    values = _removed_channel_values(gm, graph)
+    pruned = {layer.node for layer in net.pruned_layers}
+    fused_bn_nodes = {layer.bn_node for layer in net.pruned_layers if layer.bn_node}
+    n_in, n_out = net.flops_model.counts(dropped)
+    widths, original, removed = {}, {}, 0
+    for i, layer in enumerate(graph.layers):
+        node = nodes[layer.node]
+        src = node.args[0]
+        keep_in = torch.as_tensor(graph.kept_features(layer.in_labels, dropped))
+        const_in = values[src.name]
+        old = gm.get_submodule(layer.name)
+        if layer.kind == "linear":
+            new = _linear(old, keep_in, const_in)
+        elif layer.depthwise:
+            new = _depthwise(old, keep_in)
+        elif layer.groups > 1:  # grouped convs and their inputs are never pruned
+            new = copy.deepcopy(net.net.get_submodule(layer.name))
+        else:
+            comp = gm.get_submodule(net.compactor_names[layer.node]) if layer.node in pruned else None
+            bn = gm.get_submodule(layer.bn) if layer.node in pruned and layer.bn else None
+            keep_out = torch.ones(layer.out_features, dtype=torch.bool)
+            if comp is not None:
+                keep_out = torch.as_tensor(~dropped[graph.slot_class[layer.out_slots]])
+            new = _conv(old, keep_in, const_in, bn, comp, keep_out)
+        _set_module(gm, layer.name, new)
+        original[layer.name] = (int(net.flops_model.in_full[i]), int(net.flops_model.out_full[i]))
+        widths[layer.name] = (int(n_in[i]), int(n_out[i]))
+        removed += original[layer.name][1] - widths[layer.name][1]
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        if node.name in fused_bn_nodes or node.target.startswith(COMPACTOR_PREFIX + "."):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+        elif isinstance(gm.get_submodule(node.target), nn.BatchNorm2d):
+            keep = torch.as_tensor(graph.kept_features(graph.node_labels[node.args[0].name], dropped))
+            _set_module(gm, node.target, _batchnorm(gm.get_submodule(node.target), keep))
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return ConvertedNetwork(gm, widths, original, net.flops_model.total(dropped), net.original_flops,
+                            removed, net.input_size, epsilon)
+
+
+def _set_module(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, leaf, module)
+
+
+def _copy_structure(gm: fx.GraphModule) -> fx.GraphModule:
+    """Deep copy without copying the tensors of the layers conversion rebuilds anyway (they are large)."""
+    rebuilt = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+    memo = {}
+    for name, mod in gm.named_modules():
+        if isinstance(mod, rebuilt) or name.startswith(COMPACTOR_PREFIX + "."):
+            for t in list(mod.parameters(recurse=False)) + list(mod.buffers(recurse=False)):
+                memo[id(t)] = t
+    return copy.deepcopy(gm, memo)
+
+
+def _conv(old: nn.Conv2d, keep_in, const_in, bn, comp, keep_out) -> nn.Conv2d:
+    keep_in, keep_out = keep_in.nonzero().flatten().to(old.weight.device), keep_out.nonzero().flatten().to(old.weight.device)
+    w = old.weight.detach().index_select(1, keep_in).double()
+    dev = old.weight.device
+    b = old.bias.double() if old.bias is not None else torch.zeros(old.out_channels, dtype=torch.float64, device=dev)
+    if len(keep_in) < old.in_channels:  # a removed input channel holding the constant c adds sum(W[:, c]) * c
+        dropped_in = torch.ones(old.in_channels, dtype=torch.bool, device=dev)
+        dropped_in[keep_in] = False
+        b = b + old.weight.detach()[:, dropped_in].double().sum((2, 3)) @ const_in[dropped_in]
+    if bn is not None:
+        scale = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
+        if bn.affine:
+            scale = scale * bn.weight.double()
+        w = w * scale[:, None, None, None]
+        b = (b - bn.running_mean.double()) * scale + (bn.bias.double() if bn.affine else 0.0)
+    if comp is not None:  # fold only the kept compactor rows: removed outputs are never computed
+        mix = comp.weight.detach().flatten(1).index_select(0, keep_out).double()
+        w = (mix @ w.flatten(1)).view(len(mix), *w.shape[1:])
+        b = mix @ b
+    else:
+        w, b = w.index_select(0, keep_out), b.index_select(0, keep_out)
+    new = _empty_conv(old, int(w.shape[1]), int(w.shape[0]))
+    new.weight.copy_(w)
+    new.bias.copy_(b)
+    return new
+
+
+def _empty_conv(old: nn.Conv2d, cin: int, cout: int, groups: int = 1, bias: bool = True) -> nn.Conv2d:
+    """A conv like ``old`` with new widths, built without random initialisation (its weights are copied in)."""
+    return nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation, groups=groups, bias=bias,
+                     padding_mode=old.padding_mode, device="meta").to_empty(device=old.weight.device).to(
+                         old.weight.dtype)
+
+
+def _depthwise(old: nn.Conv2d, keep) -> nn.Conv2d:
+    keep = keep.to(old.weight.device)
+    n = int(keep.sum())
+    new = _empty_conv(old, n, n, groups=n, bias=old.bias is not None)
+    new.weight.copy_(old.weight[keep])
+    if old.bias is not None:
+        new.bias.copy_(old.bias[keep])
+    return new
+
+
+def _linear(old: nn.Linear, keep_in, const_in) -> nn.Linear:
+    keep_in = keep_in.to(old.weight.device)
+    w = old.weight.double()
+    b = old.bias.double() if old.bias is not None else torch.zeros(old.out_features, dtype=torch.float64,
+                                                                    device=old.weight.device)
+    if (~keep_in).any():
+        b = b + w[:, ~keep_in] @ const_in[~keep_in]
+    new = nn.Linear(int(keep_in.sum()), old.out_features, bias=True)
+    new.weight.copy_(w[:, keep_in].to(old.weight.dtype))
+    new.bias.copy_(b.to(old.weight.dtype))
+    return new.to(old.weight.device)
+
+
+def _batchnorm(old: nn.BatchNorm2d, keep) -> nn.BatchNorm2d:
+    keep = keep.to(old.running_mean.device if old.track_running_stats else old.weight.device)
+    new = nn.BatchNorm2d(int(keep.sum()), old.eps, old.momentum, old.affine, old.track_running_stats)
+    if old.affine:
+        new.weight.copy_(old.weight[keep])
+        new.bias.copy_(old.bias[keep])
+    if old.track_running_stats:
+        new.running_mean.copy_(old.running_mean[keep])
+        new.running_var.copy_(old.running_var[keep])
+        new.num_batches_tracked.copy_(old.num_batches_tracked)
+    return new.to(old.weight.device if old.affine else old.running_mean.device).eval()
+
+
+def _scalar(node: fx.Node):
+    for a in node.args:
+        if isinstance(a, (int, float)):
+            return float(a)
+    return None
+
+
+def _removed_channel_values(gm: fx.GraphModule, graph: ch.ChannelGraph) -> dict[str, torch.Tensor]:
+    """Per node: the value every *removed* channel has there (float64, one entry per feature).
+
+    Removed channels leave their compactor as exact zeros; channel-local operations map the
+    zero to a constant (BN, sigmoid, + a number...). Entries of kept channels are meaningless.
+    The analysis has pinned every channel whose value would not stay constant.
+    """
+    modules = dict(gm.named_modules())
+    values: dict[str, torch.Tensor] = {}
+    device = next(gm.parameters()).device
+
+    def zeros(node) -> torch.Tensor:
+        return torch.zeros(len(graph.node_labels[node.name]), dtype=torch.float64, device=device)
+
+    def as_map(v: torch.Tensor) -> torch.Tensor:
+        return v.view(1, -1, 1, 1)
+
+    for node in gm.graph.nodes:
+        if node.name not in graph.node_labels:
+            continue
+        srcs = [a for a in fx.node.map_aggregate(node.args, lambda x: x) if isinstance(a, fx.Node)]
+        tensors = [s for s in srcs if s.name in values]
+        if node.op != "call_module" and node.op != "call_function" and node.op != "call_method" or not tensors:
+            values[node.name] = zeros(node)
+            continue
+        v = values[tensors[0].name]
+        target = node.target
+        if node.op == "call_module":
+            mod = modules[target]
+            if isinstance(mod, nn.BatchNorm2d):
+                out = _bn_eval(mod, v)
+            elif isinstance(mod, ch._ELEMENTWISE_MODULES) or isinstance(mod, nn.PReLU):
+                out = _apply(mod, v)
+            elif isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels:
+                out = v * mod.weight.double().flatten(1).sum(1)
+                out = out + (mod.bias.double() if mod.bias is not None else 0.0)
+            elif isinstance(mod, nn.ConstantPad2d) or isinstance(mod, (ch._PASS_MODULES, ch._POOL_MODULES, nn.ZeroPad2d,
+                                                                       nn.ReflectionPad2d, nn.ReplicationPad2d)):
+                out = v
+            elif isinstance(mod, nn.Flatten):
+                out = _reshape(node, tensors[0], v)
+            else:  # conv, linear, compactor: outputs are fresh (removed ones are zero after the compactor)
+                out = zeros(node)
+        elif target in ch._ELEMENTWISE_FUNCTIONS or target in ch._ELEMENTWISE_METHODS:
+            fn = target if callable(target) else getattr(torch.Tensor, target)
+            rest = [a for a in node.args[1:] if not isinstance(a, fx.Node)]
+            kwargs = {k: a for k, a in node.kwargs.items() if not isinstance(a, fx.Node) and k != "inplace"}
+            out = fn(as_map(v.clone()), *rest, **kwargs).flatten()
+        elif target in ch._ADD_TARGETS:
+            sign = -1.0 if target in (operator.sub, operator.isub, torch.sub, "sub") else 1.0
+            if len(tensors) >= 2 and len(values[tensors[1].name]) == len(v):
+                out = v + sign * values[tensors[1].name]
+            else:
+                out = v + sign * (_scalar(node) or 0.0)
+        elif target in ch._SCALE_TARGETS and len(tensors) == 1:
+            s = _scalar(node) or 1.0
+            out = v / s if target in (operator.truediv, torch.div, "div") else v * s
+        elif target in ch._CAT_FUNCTIONS:
+            out = torch.cat([values[t.name] for t in node.args[0] if isinstance(t, fx.Node)])
+        elif target in ch._RESHAPE_TARGETS:
+            out = _reshape(node, tensors[0], v)
+        else:  # pass-through, pooling, padding, spatial means, dropout
+            out = v if len(v) == len(graph.node_labels[node.name]) else zeros(node)
+        values[node.name] = out.double()
+    return values
+
+
+def _apply(mod: nn.Module, v: torch.Tensor) -> torch.Tensor:
+    return mod(v.float().view(1, -1, 1, 1).clone()).double().flatten()
+
+
+def _bn_eval(bn: nn.BatchNorm2d, v: torch.Tensor) -> torch.Tensor:
+    mean = bn.running_mean.double() if bn.track_running_stats else 0.0
+    var = bn.running_var.double() if bn.track_running_stats else 1.0
+    out = (v - mean) / torch.sqrt(var + bn.eps)
+    return out * bn.weight.double() + bn.bias.double() if bn.affine else out
+
+
+def _reshape(node: fx.Node, src: fx.Node, v: torch.Tensor) -> torch.Tensor:
+    in_shape, out_shape = ch._tensor_shape(src), ch._tensor_shape(node)
+    repeat = out_shape[1] // max(len(v), 1)
+    return v.repeat_interleave(repeat) if repeat > 1 else v
