@@ -1,0 +1,130 @@
+"""Peak memory and time of one training step, streaming vs conventional (Pinckaers et al. 2020,
+the constant-tile and constant-input figures).
+
+Every configuration runs in a fresh process (``histolean.bench.measure_isolated``): the
+ImageNette network of the paper's Table 1 (channels reduced so that a 8192^2 step fits in
+minutes on a laptop CPU), all five conv blocks streamed, global max pool + linear head,
+one SGD step on a uniform-noise image, one CPU thread by default (on a shared machine OpenMP
+barriers under oversubscription would otherwise dominate small-tile steps). Conventional steps run only while the predicted
+peak (4x the last measured one per doubling of the side) stays under ``--memory-cap-gib``;
+a watchdog kills any process that crosses the cap anyway. Rows go to
+``<output-dir>/results/streaming_memory.jsonl``.
+
+    .venv/bin/python benchmarks/streaming_memory.py --output-dir outputs/default --profile default
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from histolean import bench, streaming
+from histolean.records import Recorder
+
+GIB = 2 ** 30
+STEP = "histolean.streaming:training_step"
+PEER = "peers:lightstream_training_step"  # benchmarks/peers.py
+
+
+def lightstream_status(device: str) -> str:
+    """Why lightstream cannot be measured here, or '' when it can."""
+    if importlib.util.find_spec("lightstream") is None:
+        return ("not installed: `pip install -e '.[bench]'` adds lightstream 1.0.7 and lightning "
+                "(lightstream declares only torch, but `import lightstream` imports lightning)")
+    try:
+        import lightstream  # noqa: F401
+    except Exception as err:  # noqa: BLE001
+        return f"installed but does not import: {type(err).__name__}: {err}"
+    if not device.startswith("cuda"):
+        # lightstream 1.0.7 core/scnn/scnn.py moves the network to CUDA unconditionally after gathering
+        # its tile statistics (`self.stream_module.cuda()`), so it cannot run on a CPU-only machine.
+        return "needs CUDA: lightstream 1.0.7 moves the streamed network to the GPU unconditionally"
+    return ""
+
+
+def _row(rec: Recorder, res: dict, *, method: str, image: int, tile: int | None, channels, sweep: str,
+         threads: int) -> None:
+    trunk = streaming.imagenette_network(2, channels, 5)[0]
+    crop = streaming.StreamingTrunk(trunk, tile).crop_size[0] if tile else None
+    # the streamed trunk's output (float32) is kept whole: it, its gradient and the head grow with the image
+    out_h, out_w = streaming.StreamingTrunk(trunk, 16).output_size(image, image)
+    trunk_output_mib = channels[-1] * out_h * out_w * 4 / 2 ** 20
+    ok = res["status"] == "ok"
+    rec.add(dataset="uniform_noise", data_kind="synthetic", model=f"imagenette_cnn{tuple(channels)}",
+            method=method, setting={"image_size": image, "tile_size": tile, "crop_size": crop, "sweep": sweep},
+            metrics={"peak_mib": res.get("peak_mib"), "time_s": res.get("time_s"),
+                     "cold_time_s": res.get("cold_time_s")} if ok else {},
+            status=res["status"], error=res.get("error"), memory_method=res.get("memory_method"),
+            process_peak_rss_mib=res.get("process_peak_rss_mib"), input_size=image,
+            trunk_output_mib=trunk_output_mib, image_mib=3 * image * image * 4 / 2 ** 20, threads=threads)
+    shown = f"{res['peak_mib']:8.1f} MiB {res['time_s']:7.2f} s" if ok else res.get("error", res["status"])
+    print(f"{sweep:14s} {method:12s} image {image:5d} tile {tile or '-':>5} : {shown}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--output-dir", required=True)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    ap.add_argument("--tile", type=int, default=1024, help="tile of the constant-tile sweep")
+    ap.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    ap.add_argument("--tiles-image", type=int, default=2048, help="image of the constant-input sweep")
+    ap.add_argument("--channels", type=int, nargs=5, default=[4, 8, 16, 32, 64])
+    ap.add_argument("--memory-cap-gib", type=float, default=6.0)
+    ap.add_argument("--repeats", type=int, default=1, help="steps per configuration (the first is measured for memory)")
+    ap.add_argument("--timeout-s", type=float, default=900)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per measured process (0: torch default)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+
+    rec = Recorder("streaming_memory", args.output_dir, profile=args.profile)
+    cap = int(args.memory_cap_gib * GIB)
+    calib = bench.measure_isolated("histolean.bench:calibration_step", {"megabytes": 256})
+    rec.add(dataset="none", data_kind="none", model="calibration_256MiB_tensor", method="calibration",
+            setting={"true_peak_mib": 256}, metrics={"peak_mib": calib.get("peak_mib")},
+            status=calib["status"], memory_method=calib.get("memory_method"))
+    print(f"calibration: a 256 MiB tensor measures {calib.get('peak_mib', float('nan')):.1f} MiB "
+          f"({calib.get('memory_method')})", flush=True)
+
+    common = dict(repeats=args.repeats, timeout_s=args.timeout_s, memory_limit_bytes=cap, device=args.device,
+                  threads=args.threads or None)
+    kw = {"channels": args.channels, "device": args.device}
+    predicted = 0.0
+    for size in sorted(args.sizes):  # constant tile, growing image
+        res = bench.measure_isolated(STEP, {"image_size": size, "tile_size": args.tile, **kw}, **common)
+        _row(rec, res, method="streaming", image=size, tile=args.tile, channels=args.channels, sweep="constant_tile",
+             threads=args.threads)
+        if predicted > cap:
+            res = {"status": "skipped", "error": f"predicted peak {predicted / GIB:.1f} GiB > cap {args.memory_cap_gib} GiB"}
+        else:
+            res = bench.measure_isolated(STEP, {"image_size": size, "tile_size": None, **kw}, **common)
+        _row(rec, res, method="conventional", image=size, tile=None, channels=args.channels, sweep="constant_tile",
+             threads=args.threads)
+        predicted = res["peak_bytes"] * 4 if res["status"] == "ok" else (cap + 1)
+    for tile in sorted(args.tiles):  # constant image, growing tile
+        res = bench.measure_isolated(STEP, {"image_size": args.tiles_image, "tile_size": tile, **kw}, **common)
+        _row(rec, res, method="streaming", image=args.tiles_image, tile=tile, channels=args.channels,
+             sweep="constant_input", threads=args.threads)
+
+    why = lightstream_status(args.device)
+    if why:
+        rec.add(dataset="none", data_kind="none", model="lightstream==1.0.7", method="lightstream",
+                setting={}, metrics={}, status="unavailable", error=why)
+        print(f"lightstream: {why}")
+    else:  # the peer on the same network, images and tile, in fresh processes too
+        sys.path.insert(0, str(Path(__file__).parent))
+        os.environ["PYTHONPATH"] = str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")
+        for size in sorted(args.sizes):
+            res = bench.measure_isolated(PEER, {"image_size": size, "tile_size": args.tile, **kw}, **common)
+            _row(rec, res, method="lightstream", image=size, tile=args.tile, channels=args.channels,
+                 sweep="constant_tile", threads=args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
