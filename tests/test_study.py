@@ -166,6 +166,11 @@ def test_report_has_every_benchmark_marks_synthetic_and_errors(project):
     assert "x.h5 is truncated" in page
     assert "data:image/png;base64," in page
     assert (out / "report.html").exists()
+    # rows of a standalone benchmark script appear too, marked as such
+    records.Recorder("memory_script", out, profile="smoke").add(dataset="none", data_kind="none", model="m",
+                                                                  method="streaming", metrics={"peak_mib": 12.5})
+    page = report.build("smoke", root=project).read_text()
+    assert "id='memory_script'" in page and "badge script'>script" in page and "12.5" in page
 
 
 def test_recorder_validates_and_writes_valid_json(tmp_path):

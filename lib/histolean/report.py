@@ -32,7 +32,7 @@ table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em} th,td{border:1
 th{background:#f4eef3} td:first-child,th:first-child{text-align:left}
 tr.synthetic td{background:#fff4e0}
 .badge{display:inline-block;padding:1px 6px;border-radius:3px;font-size:11px;font-weight:bold;color:#fff}
-.ok{background:#2e7d32}.failed{background:#c62828}.missing{background:#777}.synthetic-badge{background:#e65100}
+.ok{background:#2e7d32}.failed{background:#c62828}.missing{background:#777}.script{background:#1565c0}.synthetic-badge{background:#e65100}
 .error{white-space:pre-wrap;background:#fdecea;padding:0.5em;border-left:4px solid #c62828}
 figure{display:inline-block;margin:0.5em} figure img{max-width:560px;border:1px solid #eee} figcaption{font-size:12px;color:#555}
 .muted{color:#666;font-size:13px}
@@ -124,19 +124,22 @@ def build(profile: str = "default", root: str | os.PathLike | None = None,
     root = study.project_root(root)
     out = Path(out) if out is not None else study.output_dir(profile, root)
     try:
-        names = list(study.load_profile(profile, root)["benchmarks"])
+        profile_names = list(study.load_profile(profile, root)["benchmarks"])
     except FileNotFoundError:
-        names = []
-    names += sorted({p.stem for p in (out / "results").glob("*.jsonl")} - set(names))
+        profile_names = []
+    # results written by standalone scripts (benchmarks/*.py) rather than by the runner
+    scripts = sorted({p.stem for p in (out / "results").glob("*.jsonl")} - set(profile_names))
+    names = profile_names + scripts
 
     overview, sections = [], []
     for name in names:
         manifest = study.read_manifest(out, name) or {}
-        status = manifest.get("status", "missing")
+        status = "script" if name in scripts else manifest.get("status", "missing")
         # Only rows of a finished run are trusted; a failed or interrupted run shows its error instead.
-        rows = records.read_rows(out, name) if status == "ok" else []
+        rows = records.read_rows(out, name) if status in ("ok", "script") else []
         kinds = pd.Series([r.get("data_kind") for r in rows]).value_counts().to_dict() if rows else {}
-        nb_link = f"notebooks/{name}.ipynb"
+        source = (f"standalone script <code>benchmarks/{name}.py</code>" if name in scripts
+                  else f"executed notebook <a href='notebooks/{name}.ipynb'>notebooks/{name}.ipynb</a>")
         overview.append(
             f"<tr><td><a href='#{name}'>{name}</a></td><td><span class='badge {status}'>{status}</span></td>"
             f"<td>{manifest.get('seconds', '')}</td><td>{len(rows)}</td>"
@@ -149,8 +152,8 @@ def build(profile: str = "default", root: str | os.PathLike | None = None,
         sections.append(
             f"<h2 id='{name}'>{html.escape(name)} <span class='badge {status}'>{status}</span></h2>"
             f"{_notebook_intro(root / 'notebooks' / f'{name}.ipynb')}"
-            f"<p class='muted'>Executed notebook: <a href='{nb_link}'>{nb_link}</a></p>{error}{synth_note}"
-            f"{_figures(out, name) if status == 'ok' else ''}<h3>Our results</h3>{rows_table(rows)}{papers}")
+            f"<p class='muted'>Source: {source}</p>{error}{synth_note}"
+            f"{_figures(out, name) if status in ('ok', 'script') else ''}<h3>Our results</h3>{rows_table(rows)}{papers}")
 
     versions = records.library_versions()
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>histolean report: {profile}</title>"
