@@ -141,4 +141,5 @@ def test_freeze_batchnorm_keeps_eval_outputs_and_ignores_train_mode():
     models.freeze_batchnorm(net)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     torch.testing.assert_close(net.train()(x), expected, rtol=1e-4, atol=1e-5)   # train mode: same output
-    assert "stem.bn.scale" in dict(net.named_buffers())
+    assert "stem.bn.running_mean" in dict(net.named_buffers())
+    assert "stem.bn.weight" in dict(net.named_parameters())   # the affine terms still train

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import arch
@@ -385,31 +386,33 @@ def build(spec: Spec, *, seed: int | None = None) -> Network:
 
 
 class FrozenBatchNorm2d(nn.Module):
-    """BatchNorm2d with fixed statistics and affine terms: a per-channel scale and shift.
+    """BatchNorm2d that always normalises with its running statistics: a per-channel affine map.
 
-    Streaming and tiled training need it: a BN that normalises with the statistics of each tile
-    would make the tiled network differ from the whole-image one.
+    Streaming and tiled training need it (a BN normalising with each tile's statistics would
+    make the tiled network differ from the whole-image one). Its weight and bias still train;
+    ``.train()`` does not unfreeze it; the state-dict names are BatchNorm2d's.
     """
 
     def __init__(self, bn: nn.BatchNorm2d):
         super().__init__()
-        scale = bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)
-        shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
-        inv_std = torch.rsqrt(bn.running_var + bn.eps)
-        self.register_buffer("scale", (scale * inv_std).clone())
-        self.register_buffer("shift", (shift - bn.running_mean * scale * inv_std).clone())
+        if bn.running_mean is None:
+            raise ValueError(f"a BatchNorm2d without running statistics cannot be frozen: {bn}")
+        self.eps = bn.eps
+        self.weight = nn.Parameter(bn.weight.detach().clone()) if bn.affine else None
+        self.bias = nn.Parameter(bn.bias.detach().clone()) if bn.affine else None
+        self.register_buffer("running_mean", bn.running_mean.detach().clone())
+        self.register_buffer("running_var", bn.running_var.detach().clone())
 
-    def forward(self, x):
-        return x * self.scale[None, :, None, None] + self.shift[None, :, None, None]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, eps=self.eps)
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm2d in ``module`` (in place) by a :class:`FrozenBatchNorm2d`; returns it."""
     for name, child in list(module.named_children()):
         if isinstance(child, nn.BatchNorm2d):
-            if child.running_mean is None:
-                raise ValueError(f"freeze_batchnorm: {name} tracks no running statistics; nothing to freeze")
-            setattr(module, name, FrozenBatchNorm2d(child))
+            setattr(module, name, FrozenBatchNorm2d(child).to(child.running_mean.device))
         else:
             freeze_batchnorm(child)
     return module

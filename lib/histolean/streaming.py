@@ -36,6 +36,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .models import FrozenBatchNorm2d, freeze_batchnorm  # noqa: F401  (re-exported: part of the streaming API)
+
 __all__ = [
     "Axis", "Geometry", "Tile", "StreamingTrunk", "NonLocalLayerError",
     "trunk_geometry", "tile_grid", "probe_geometry", "probe_border_effect",
@@ -506,33 +508,6 @@ def probe_geometry(trunk: nn.Module, size: int = 256, in_channels: int = 3) -> G
 
 
 # ----------------------------------------------------------------- helpers
-
-
-class FrozenBatchNorm2d(nn.Module):
-    """BatchNorm2d that always normalises with its running statistics: a per-channel affine
-    map, hence local. Its weight and bias still train; ``.train()`` does not unfreeze it."""
-
-    def __init__(self, bn: nn.BatchNorm2d):
-        super().__init__()
-        self.eps = bn.eps
-        self.weight = nn.Parameter(bn.weight.detach().clone()) if bn.affine else None
-        self.bias = nn.Parameter(bn.bias.detach().clone()) if bn.affine else None
-        if bn.running_mean is None:
-            raise NonLocalLayerError("a BatchNorm2d without running statistics cannot be frozen")
-        self.register_buffer("running_mean", bn.running_mean.detach().clone())
-        self.register_buffer("running_var", bn.running_var.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=False, eps=self.eps)
-
-
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d in ``module`` (in place) by a FrozenBatchNorm2d."""
-    for name, m in list(module.named_modules()):
-        if isinstance(m, nn.BatchNorm2d):
-            _replace(module, name, FrozenBatchNorm2d(m).to(m.running_mean.device))
-    return module
 
 
 def imagenette_network(num_classes: int = 10, channels: Iterable[int] = (16, 32, 64, 128, 256),
