@@ -27,11 +27,20 @@ def data_error(path: str | os.PathLike, problem: str, fix: str) -> DataError:
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data directory: ``root`` if given, else ``$HISTOLEAN_DATA``, else ``./data``."""
+    """The data directory: ``root`` if given, else ``$HISTOLEAN_DATA``, else the project's ``data/``
+    (found from the working directory upwards, so notebooks running in ``notebooks/`` see it too),
+    else ``./data``."""
     if root not in (None, ""):
         return Path(root).expanduser()
     env = os.environ.get("HISTOLEAN_DATA")
-    return Path(env).expanduser() if env else Path("data")
+    if env:
+        return Path(env).expanduser()
+    from ..study import project_root  # late import: study is not needed otherwise
+
+    try:
+        return project_root() / "data"
+    except FileNotFoundError:
+        return Path("data")
 
 
 def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
