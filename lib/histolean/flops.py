@@ -17,14 +17,13 @@ module, forward hooks record each layer's output shape during one batch-1 pass.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
 from torch import nn
 
-from . import models
+from . import bench, models
 from .arch import Spec
 
 
@@ -211,20 +210,9 @@ def throughput(model: Spec | nn.Module, input_size: int | None = None, *, batch_
     net = net.to(dev).eval()
     x = torch.rand(batch_size, c_in, size, size, device=dev)
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
     with torch.inference_mode():
-        for _ in range(warmup):
-            net(x)
-        sync()
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            net(x)
-            sync()
-            times.append(time.perf_counter() - t0)
+        bench.time_per_call(lambda: net(x), warmup, dev)
+        times = bench.time_per_call(lambda: net(x), iters, dev)
     median = sorted(times)[len(times) // 2]
     return {"patches_per_s": batch_size / median, "s_per_batch": median, "batch_size": batch_size,
             "iters": iters, "device": str(dev)}
