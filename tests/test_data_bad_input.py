@@ -124,6 +124,21 @@ def test_label_files_naming_missing_images(tmp_path):
         data.load_idc("train", root=tmp_path)
 
 
+def test_idc_label_file_putting_a_patient_in_two_splits(tmp_path):
+    rows = [("9", 0, "train", 0), ("9", 1, "test", 50), ("10", 0, "valid", 0)]
+    lines = ["path,patient_id,label,split"]
+    for patient, label, split, x in rows:
+        name = f"{patient}/{label}/{patient}_idx5_x{x}_y0_class{label}.png"
+        _png(tmp_path / "idc" / name, np.zeros((50, 50, 3), np.uint8))
+        lines.append(f"{name},{patient},{label},{split}")
+    (tmp_path / "idc" / "labels.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"idc/labels\.csv.*patient 9 in more than one split \(test, train\).*same split"):
+        data.load_idc("train", root=tmp_path)
+    # once every row of patient 9 says the same split, it loads
+    (tmp_path / "idc" / "labels.csv").write_text("\n".join(lines).replace(",test", ",train") + "\n")
+    assert set(data.load_idc("train", root=tmp_path).groups) == {"9"}
+
+
 def test_malformed_til_label_line(tmp_path):
     til = tmp_path / "til" / "x_val_data"
     _png(til / "0.png")

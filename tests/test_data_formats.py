@@ -71,6 +71,57 @@ def test_pcam_generated_folder_and_h5_agree(tmp_path):
     assert (h5_root / "camelyonpatch_level_2_split_test_x.h5").is_file()
 
 
+def test_pcam_tfds_reads_labels_first_and_decodes_only_the_chosen(tmp_path, monkeypatch):
+    # A stand-in for tensorflow_datasets (no prepared patch_camelyon here): elements are (image, label) as
+    # with as_supervised=True, the image of element i is filled with i, and every decoded image is counted.
+    import sys
+    import types
+
+    labels = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, 1, 0, 1, 1, 0, 0] * 2)
+    decoded = []
+
+    class FakeDataset:
+        def __init__(self, make):
+            self.make = make
+
+        def __iter__(self):
+            return iter(self.make())
+
+        def map(self, fn):
+            return FakeDataset(lambda: (fn(*element) for element in self))
+
+    def elements(skip_decoding):
+        for i, label in enumerate(labels):
+            if skip_decoding:
+                yield b"png bytes", np.int64(label)
+            else:
+                decoded.append(i)
+                yield np.full((96, 96, 3), i, np.uint8), np.int64(label)
+
+    def load(name, *, split, data_dir, download, as_supervised, decoders=None):
+        assert (name, split, download, as_supervised) == ("patch_camelyon", "validation", False, True)
+        skip = decoders is not None and isinstance(decoders.get("image"), fake.decode.SkipDecoding)
+        return FakeDataset(lambda: elements(skip))
+
+    fake = types.ModuleType("tensorflow_datasets")
+    fake.load, fake.as_numpy = load, lambda ds: ds
+    fake.decode = types.SimpleNamespace(SkipDecoding=type("SkipDecoding", (), {}))
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    (tmp_path / "pcam" / "tensorflow_datasets" / "patch_camelyon").mkdir(parents=True)
+
+    chosen = data.balanced_subset(labels, 6, 1)
+    assert chosen[-1] < len(labels) - 1  # else streaming could not stop early and the check below is void
+    sub = data.load_pcam("valid", root=tmp_path, limit=6, seed=1)
+    assert np.array_equal(sub.labels, labels[chosen]) and sub.class_counts() == {0: 3, 1: 3}
+    assert [int(img[0, 0, 0]) for img in sub.images] == chosen.tolist()
+    assert sub.paths[0] == f"tfds:patch_camelyon/validation#{chosen[0]}" and sub.groups[0] == f"valid_{chosen[0]}"
+    assert decoded == list(range(chosen[-1] + 1))  # one pass, stopped after the last chosen image
+    decoded.clear()
+    everything = data.load_pcam("valid", root=tmp_path, size=32)
+    assert everything.images.shape == (40, 32, 32, 3) and np.array_equal(everything.labels, labels)
+    assert decoded == list(range(40))
+
+
 # IDC -------------------------------------------------------------------------------------------
 def test_idc_real_splits_never_share_a_patient(real_data):
     rows = idc.list_idc(real_data)
@@ -232,6 +283,34 @@ def test_crc_generated_mat_files_are_one_based_xy(tmp_path):
     assert windows[(100, 0)]["derived_label"] == "ambiguous_1_inflammatory"
     assert windows[(0, 100)]["derived_label"] == "no_nuclei"
     assert crc.window_px(50, 0.55) == 91 and len(data.til_windows(image, shape=(200, 200), window_um=50)) == 4
+
+
+def test_til_windows_follow_the_image_size_and_drop_partial_windows(tmp_path):
+    import scipy.io
+
+    # 250 rows x 320 columns: 100-px windows give a 2 x 3 grid; the partial 4th column (x 300..320)
+    # and the partial 3rd row (y 200..250) are dropped.
+    for k in (1, 2, 3):
+        folder = tmp_path / "crchistophenotypes" / f"img{k}"
+        folder.mkdir(parents=True)
+        pixels = np.zeros((250, 320, 3), np.uint8)
+        pixels[:, :, 0] = np.arange(320) % 256  # red = column, green = row: shows where a window was cut
+        pixels[:, :, 1] = np.arange(250)[:, None]
+        Image.fromarray(pixels).save(folder / f"img{k}.bmp")
+        # MATLAB 1-based (x, y): two lymphocytes in window (0, 0), one in the dropped (300, 0) and (0, 200) ones
+        scipy.io.savemat(folder / f"img{k}_inflammatory.mat",
+                         {"detection": np.array([[11.0, 11.0], [21.0, 21.0], [311.0, 11.0], [11.0, 211.0]])})
+        scipy.io.savemat(folder / f"img{k}_epithelial.mat", {"detection": np.array([[151.0, 51.0]])})
+    images = data.list_crc(tmp_path)
+    assert images[0].shape() == (250, 320)
+    windows = {(w["x0"], w["y0"]): w["derived_label"] for w in data.til_windows(images[0])}
+    assert set(windows) == {(x, y) for x in (0, 100, 200) for y in (0, 100)}
+    assert windows[(0, 0)] == "til_positive" and windows[(100, 0)] == "til_negative"
+    cut = data.load_til_windows("all", root=tmp_path)
+    assert cut.images.shape == (6, 100, 100, 3) and cut.class_counts() == {0: 3, 1: 3}
+    for image, path in zip(cut.images, cut.paths):
+        x0, y0 = (int(v[1:]) for v in path.split("#")[1].split("_"))
+        assert image[0, 0, 0] == x0 and image[0, 0, 1] == y0 and image[-1, -1, 1] == y0 + 99
 
 
 # TIL patch folders --------------------------------------------------------------------------------

@@ -439,3 +439,87 @@ def test_inception_v4_conversion_is_exact():
     net, converted = check_conversion(model, 75, fraction=0.6, batch=1)
     assert net.summary()["pinned_classes"] == 0  # concatenations need no pinning
     assert sum(lay.name.startswith("stages.0") for lay in net.pruned_layers) > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Arithmetic with numbers: operand order and zero factors
+# ------------------------------------------------------------------------------------------------
+
+class Arithmetic(nn.Module):
+    """conv + BN (compactor after the BN), an arithmetic op with a number, then a 1x1 consumer."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.head = cbr(8, 6, 1)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc(self.head(self.op(self.stem(x))).mean((2, 3)))
+
+
+ARITHMETIC = {
+    "1 - x": lambda x: 1 - x,
+    "x - 1": lambda x: x - 1,
+    "(x + 2) * 0": lambda x: (x + 2) * 0,
+    "0.0 * (x + 2)": lambda x: 0.0 * (x + 2),
+    "2 * (x + 1)": lambda x: 2 * (x + 1),
+    "(x + 1) / 4": lambda x: (x + 1) / 4,
+    "3 - 2 * x": lambda x: 3 - 2 * x,
+    "torch.rsub(x, 1)": lambda x: torch.rsub(x, 1),
+    "torch.sub(x, 1.5, alpha=2)": lambda x: torch.sub(x, 1.5, alpha=2),
+    "x.sub(1, alpha=3)": lambda x: x.sub(1, alpha=3),
+    "(x + 1).div(2)": lambda x: (x + 1).div(2),
+}
+
+
+@pytest.mark.parametrize("name", list(ARITHMETIC))
+def test_arithmetic_with_numbers_converts_exactly(name):
+    model = Arithmetic(ARITHMETIC[name]).eval()
+    net = resrep.prepare(model, 8, copy_model=False)
+    randomise(net)
+    dropped = mask_random_and_zero(net, 0.5)
+    assert dropped.any()
+    net.eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    converted = resrep.convert(net)
+    assert converted.widths["stem.0"][1] < 8, "the stem's channels must really be removed"
+    with torch.no_grad():
+        expected, got = net(x), converted.module.eval()(x)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0), f"{name}: max diff {(got - expected).abs().max():.3g}"
+
+
+@pytest.mark.parametrize("op", [lambda x: 2 / x, lambda x: torch.div(2.0, x + 1), lambda x: 1 / (x + 1)])
+def test_number_divided_by_channels_is_a_clear_error(op):
+    with pytest.raises(UnprunableModelError, match=r"divided by.*'stem\.0'.*exclude"):
+        resrep.prepare(Arithmetic(op), 8)
+    net = resrep.prepare(Arithmetic(op), 8, exclude=["stem.0"])  # the named escape hatch works
+    assert [lay.name for lay in net.pruned_layers] == ["head.0"]
+
+
+def test_number_from_the_graph_keeps_the_channels():
+    """A factor only known at run time (here a tensor constant) cannot be folded: the channels are kept."""
+
+    class RuntimeFactor(Arithmetic):
+        def __init__(self):
+            super().__init__(None)
+            self.register_buffer("factor", torch.tensor(3.0))
+
+        def forward(self, x):
+            return self.fc(self.head((self.stem(x) + 1) * self.factor).mean((2, 3)))
+
+    net = resrep.prepare(RuntimeFactor(), 8)
+    assert [lay.name for lay in net.pruned_layers] == ["head.0"]
+    check_conversion(RuntimeFactor(), 8)
+
+
+def test_convert_does_not_touch_the_global_random_state():
+    net = resrep.prepare(Plain(), 16)
+    mask_random_and_zero(net, 0.5)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    converted = resrep.convert(net)
+    assert converted.module.get_submodule("fc").in_features < 12
+    assert torch.equal(torch.rand(3), expected)

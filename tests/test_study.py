@@ -56,7 +56,7 @@ def project(tmp_path, monkeypatch):
         _notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + GOOD.replace("rec_name", "NAME"))
     _notebook(tmp_path / "notebooks" / "broken.ipynb", "raise RuntimeError('the data file x.h5 is truncated')")
     (tmp_path / "params" / "smoke.yaml").write_text(
-        "seed: 0\ntimeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  beta: {value: 2}\n")
+        "seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  beta: {value: 2}\n")
     return tmp_path
 
 
@@ -88,7 +88,7 @@ def test_run_success_failure_and_resume(project):
 
     # a parameter change re-runs only that benchmark; --force re-runs all
     (project / "params" / "smoke.yaml").write_text(
-        "seed: 0\ntimeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  beta: {value: 3}\n")
+        "seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  beta: {value: 3}\n")
     assert [o.status for o in study.run("smoke", root=project, progress=False, only=["alpha", "beta"])] == ["skipped", "ok"]
     assert records.read_rows(out, "beta")[0]["setting"] == {"value": 3}
     assert len(records.read_rows(out, "beta")) == 1   # re-run replaces rows, never appends duplicates
@@ -129,7 +129,7 @@ def test_unknown_profile_and_benchmark_are_clear_errors(project):
 def test_interrupted_run_resumes_without_redoing_finished_work(project):
     """Kill `histolean run` while the second notebook runs; the re-run finishes only what is left."""
     (project / "params" / "smoke.yaml").write_text(
-        "seed: 0\ntimeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  beta: {value: 2, sleep_s: 60}\n")
+        "seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  beta: {value: 2, sleep_s: 60}\n")
     out = project / "outputs" / "smoke"
     env = {**os.environ, "HISTOLEAN_ROOT": str(project)}
     proc = subprocess.Popen([sys.executable, "-m", "histolean.cli", "run", "--profile", "smoke"], env=env,
@@ -146,7 +146,7 @@ def test_interrupted_run_resumes_without_redoing_finished_work(project):
     assert study.read_manifest(out, "beta") is None          # nothing claims beta finished
     assert not list((out / "notebooks").glob("beta.ipynb"))  # no half-written executed notebook
     (project / "params" / "smoke.yaml").write_text(
-        "seed: 0\ntimeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  beta: {value: 2, sleep_s: 0}\n")
+        "seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  beta: {value: 2, sleep_s: 0}\n")
     # the re-run goes through the command too (same library fingerprint as the killed run)
     done = subprocess.run([sys.executable, "-m", "histolean.cli", "run", "--profile", "smoke"], env=env,
                           capture_output=True, text=True, timeout=120)
@@ -167,10 +167,25 @@ def test_report_has_every_benchmark_marks_synthetic_and_errors(project):
     assert "data:image/png;base64," in page
     assert (out / "report.html").exists()
     # rows of a standalone benchmark script appear too, marked as such
+    (project / "benchmarks").mkdir()
+    (project / "benchmarks" / "memory_script.py").write_text("# a standalone benchmark\n")
+    records.Recorder("leftover", out, profile="smoke").add(dataset="none", data_kind="none", model="m", method="x")
     records.Recorder("memory_script", out, profile="smoke").add(dataset="none", data_kind="none", model="m",
                                                                   method="streaming", metrics={"peak_mib": 12.5})
     page = report.build("smoke", root=project).read_text()
     assert "id='memory_script'" in page and "badge script'>script" in page and "12.5" in page
+    assert "id='leftover'" not in page   # a results file with no benchmark behind it is not shown
+
+
+def test_report_marks_stale_results_and_hides_their_rows(project):
+    study.run("smoke", root=project, progress=False, only=["alpha", "beta"])
+    (project / "params" / "smoke.yaml").write_text(
+        "seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  beta: {value: 5}\n")
+    page = report.build("smoke", root=project).read_text()
+    beta = page[page.index("id='beta'"):]
+    assert "badge stale'>stale" in beta and "--only beta" in beta
+    assert "No result rows." in beta          # beta is the last section: its stale rows are hidden
+    assert "badge ok'>ok" in page[page.index("id='alpha'"):page.index("id='broken'")]
 
 
 def test_recorder_validates_and_writes_valid_json(tmp_path):

@@ -90,8 +90,9 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu") -> di
                 "result": result}
     if not Path("/proc/self/status").exists():
         raise RuntimeError("CPU peak memory needs Linux /proc (VmHWM); run on Linux or on CUDA")
-    before = _status_kib("VmRSS")
+    # reset first: the reset trims freed memory, so the baseline must be read after it
     reset = _reset_rss_peak()
+    before = _status_kib("VmRSS")
     t0 = time.perf_counter()
     result = fn()
     elapsed = time.perf_counter() - t0

@@ -18,7 +18,7 @@ def _cmd_run(args) -> int:
     outcomes = study.run(args.profile, only=args.only, force=args.force, data_root=args.data)
     failed = [o for o in outcomes if o.status == "failed"]
     if not args.no_report:
-        path = report.build(args.profile)
+        path = report.build(args.profile, data_root=args.data)
         print(f"report: {path}")
     done = sum(o.status == "ok" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
@@ -30,7 +30,7 @@ def _cmd_run(args) -> int:
 def _cmd_report(args) -> int:
     from . import report
 
-    print(report.build(args.profile))
+    print(report.build(args.profile, data_root=args.data))
     return 0
 
 
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="build outputs/<profile>/report.html")
     rep.add_argument("--profile", default="default")
+    rep.add_argument("--data", default=None, help="data root the run used (default: $HISTOLEAN_DATA, else ./data)")
     rep.set_defaults(func=_cmd_report)
 
     dat = sub.add_parser("data", help="datasets: what is there, and downloading them")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ValueError) as err:
         # Errors of ours already name the file and the fix; no traceback for them.
         print(f"histolean: error: {err}", file=sys.stderr)
         return 2

@@ -130,6 +130,8 @@ def panoptic_quality(gt, pred, iou_threshold: float = 0.5) -> dict:
     DQ = TP / (TP + FP/2 + FN/2) (an F1 of detection); SQ = mean IoU of the matched pairs.
     Returns dict(pq, dq, sq, tp, fp, fn).
     """
+    if iou_threshold < 0.5:
+        raise ValueError(f"iou_threshold must be >= 0.5 (matches are unique only then), got {iou_threshold}")
     _, _, inter, gt_area, pr_area = _overlaps(gt, pred)
     iou = inter / np.maximum(gt_area[:, None] + pr_area[None, :] - inter, 1)
     matched = iou > iou_threshold

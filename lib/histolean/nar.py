@@ -94,7 +94,8 @@ def grid_search(score_fn: Callable[[float, float, float], float], *,
     Every (alpha, beta, gamma) on the grids (default 1.00, 1.05, ..., 1.50 each) with
     ``|alpha * beta^2 * gamma^2 - target| <= tol`` is scored with ``score_fn(alpha, beta, gamma)``
     (higher is better: e.g. the validation AUC of a short training run of ``reduce(spec, 1, ...)``).
-    Returns all candidates, best first; a score that is NaN or raises is ranked last (NaN).
+    Returns all candidates, best first; a score that is NaN or raises is ranked last (NaN);
+    when every candidate fails, a RuntimeError says so.
     """
     grids = [tuple(float(v) for v in (g if g is not None else _default_grid())) for g in (alphas, betas, gammas)]
     for name, g in zip(("alphas", "betas", "gammas"), grids):
@@ -122,6 +123,9 @@ def grid_search(score_fn: Callable[[float, float, float], float], *,
             print(f"grid_search: score_fn({a}, {b}, {g}) raised {type(err).__name__}: {err}; ranked last")
             score = float("nan")
         ranking.append(GridCandidate(a, b, g, c, score))
+    if ranking and all(math.isnan(c.score) for c in ranking):
+        raise RuntimeError(f"grid_search: score_fn failed or gave NaN for all {len(ranking)} candidates; "
+                           "see the messages above")
     return sorted(ranking, key=lambda c: (math.isnan(c.score), -c.score if not math.isnan(c.score) else 0.0))
 
 

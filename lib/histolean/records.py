@@ -74,8 +74,8 @@ def _jsonable(value: Any) -> Any:
 class Recorder:
     """Collects the result rows and figures of one benchmark run.
 
-    Creating a Recorder starts a fresh results file for the benchmark: a
-    re-executed notebook replaces its rows instead of appending duplicates.
+    Creating a Recorder starts a fresh results file and removes the benchmark's old
+    figures: a re-executed notebook replaces its outputs instead of adding to them.
     """
 
     def __init__(self, benchmark: str, output_dir: str | os.PathLike, *, profile: str, seed: int = 0):
@@ -86,6 +86,9 @@ class Recorder:
         self.rows: list[dict] = []
         self.results_path = self.output_dir / "results" / f"{benchmark}.jsonl"
         self.figures_dir = self.output_dir / "figures"
+        # a fresh run replaces the benchmark's figures too: none of an earlier run may linger
+        for old in self.figures_dir.glob(f"{benchmark}__*.png"):
+            old.unlink()
         self._flush()
 
     def add(self, *, dataset: str, data_kind: str, model: str, method: str,

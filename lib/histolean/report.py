@@ -32,7 +32,7 @@ table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em} th,td{border:1
 th{background:#f4eef3} td:first-child,th:first-child{text-align:left}
 tr.synthetic td{background:#fff4e0}
 .badge{display:inline-block;padding:1px 6px;border-radius:3px;font-size:11px;font-weight:bold;color:#fff}
-.ok{background:#2e7d32}.failed{background:#c62828}.missing{background:#777}.script{background:#1565c0}.synthetic-badge{background:#e65100}
+.ok{background:#2e7d32}.failed{background:#c62828}.missing{background:#777}.stale{background:#ef6c00}.script{background:#1565c0}.synthetic-badge{background:#e65100}
 .error{white-space:pre-wrap;background:#fdecea;padding:0.5em;border-left:4px solid #c62828}
 figure{display:inline-block;margin:0.5em} figure img{max-width:560px;border:1px solid #eee} figcaption{font-size:12px;color:#555}
 .muted{color:#666;font-size:13px}
@@ -119,23 +119,26 @@ def _notebook_intro(notebook: Path) -> str:
 
 
 def build(profile: str = "default", root: str | os.PathLike | None = None,
-          out: str | os.PathLike | None = None) -> Path:
+          out: str | os.PathLike | None = None, data_root: str | None = None) -> Path:
     """Write ``<out>/report.html`` (default ``outputs/<profile>``) from the manifests, rows and figures there."""
     root = study.project_root(root)
     out = Path(out) if out is not None else study.output_dir(profile, root)
     try:
-        profile_names = list(study.load_profile(profile, root)["benchmarks"])
+        cfg = study.load_profile(profile, root)
     except FileNotFoundError:
-        profile_names = []
-    # results written by standalone scripts (benchmarks/*.py) rather than by the runner
-    scripts = sorted({p.stem for p in (out / "results").glob("*.jsonl")} - set(profile_names))
+        cfg = {"profile": profile, "seed": 0, "benchmarks": {}}
+    profile_names = list(cfg["benchmarks"])
+    # results written by the standalone scripts in benchmarks/ rather than by the runner
+    scripts = sorted(p.stem for p in (out / "results").glob("*.jsonl")
+                     if p.stem not in profile_names and (root / "benchmarks" / f"{p.stem}.py").exists())
     names = profile_names + scripts
 
     overview, sections = [], []
     for name in names:
         manifest = study.read_manifest(out, name) or {}
-        status = "script" if name in scripts else manifest.get("status", "missing")
-        # Only rows of a finished run are trusted; a failed or interrupted run shows its error instead.
+        status = "script" if name in scripts else study.status(name, cfg, root, out, data_root)
+        # Only rows of a finished, current run are trusted; a failed, interrupted or stale run is
+        # listed with its error or the command that refreshes it.
         rows = records.read_rows(out, name) if status in ("ok", "script") else []
         kinds = pd.Series([r.get("data_kind") for r in rows]).value_counts().to_dict() if rows else {}
         source = (f"standalone script <code>benchmarks/{name}.py</code>" if name in scripts
@@ -145,6 +148,9 @@ def build(profile: str = "default", root: str | os.PathLike | None = None,
             f"<td>{manifest.get('seconds', '')}</td><td>{len(rows)}</td>"
             f"<td>{', '.join(f'{k}: {v}' for k, v in kinds.items())}</td></tr>")
         error = f"<div class='error'>{html.escape(manifest['error'])}</div>" if manifest.get("error") else ""
+        if status == "stale":
+            error = (f"<div class='error'>Results are out of date: parameters, notebook or library changed since "
+                     f"they were computed. Run <code>histolean run --profile {profile} --only {name}</code>.</div>")
         synth_note = ("<p><span class='badge synthetic-badge'>SYNTHETIC</span> Some rows below were computed on "
                       "procedurally generated images, not real data: they test the pipeline, not the method.</p>"
                       if kinds.get("synthetic") else "")

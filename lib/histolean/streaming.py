@@ -605,6 +605,7 @@ def patch_mosaics(images: np.ndarray, labels: np.ndarray, n: int, grid: int, *, 
 def saliency(model: nn.Module, x: torch.Tensor, target_class: int = 1) -> np.ndarray:
     """Saliency map (Simonyan et al. 2013): |d logit / d input|, max over colour channels,
     computed through the streaming backward (input gradients only)."""
+    was_training = model.training
     model.eval()
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
@@ -615,6 +616,7 @@ def saliency(model: nn.Module, x: torch.Tensor, target_class: int = 1) -> np.nda
     finally:
         for p in frozen:
             p.requires_grad_(True)
+        model.train(was_training)
     return g.abs().amax(1).cpu().numpy()
 
 

@@ -64,7 +64,7 @@ def load_profile(profile: str, root: str | os.PathLike | None = None) -> dict:
         raise ValueError(f"{path}: 'benchmarks' must map benchmark names to parameter dicts")
     cfg["benchmarks"] = {name: dict(p or {}) for name, p in benchmarks.items()}
     cfg.setdefault("seed", 0)
-    cfg.setdefault("timeout_s", 1800)
+    cfg.setdefault("cell_timeout_s", 1800)  # papermill stops a notebook when one cell runs longer
     cfg["profile"] = profile
     return cfg
 
@@ -103,6 +103,28 @@ def library_fingerprint() -> str:
 def fingerprint(notebook: Path, parameters: dict) -> str:
     return _sha256(json.dumps(parameters, sort_keys=True, default=str).encode(),
                    notebook_code(notebook).encode(), library_fingerprint().encode())
+
+
+def benchmark_parameters(benchmark: str, cfg: dict, out: Path, data_root: str | None = None) -> dict:
+    """What the runner injects into a benchmark notebook (and fingerprints)."""
+    return {
+        "profile": cfg["profile"], "output_dir": str(out), "seed": int(cfg["seed"]),
+        "data_root": data_root if data_root is not None else os.environ.get("HISTOLEAN_DATA", ""),
+        **cfg["benchmarks"][benchmark],
+    }
+
+
+def status(benchmark: str, cfg: dict, root: Path, out: Path, data_root: str | None = None) -> str:
+    """'ok' (finished, and parameters and code unchanged since), 'stale' (finished with other
+    parameters or code), 'failed', or 'missing' (never finished)."""
+    manifest = read_manifest(out, benchmark) or {}
+    state = manifest.get("status", "missing")
+    notebook = root / "notebooks" / f"{benchmark}.ipynb"
+    if state == "ok" and (not notebook.exists() or
+                          manifest.get("fingerprint") != fingerprint(notebook, benchmark_parameters(
+                              benchmark, cfg, out, data_root))):
+        return "stale"
+    return state
 
 
 @dataclass
@@ -164,11 +186,7 @@ def run_benchmark(benchmark: str, cfg: dict, root: Path, out: Path, force: bool 
     if not notebook.exists():
         return _record_failure(out, benchmark, "", 0.0,
                                f"notebook {notebook} does not exist (listed in params/{cfg['profile']}.yaml)")
-    parameters = {
-        "profile": cfg["profile"], "output_dir": str(out), "seed": int(cfg["seed"]),
-        "data_root": data_root if data_root is not None else os.environ.get("HISTOLEAN_DATA", ""),
-        **cfg["benchmarks"][benchmark],
-    }
+    parameters = benchmark_parameters(benchmark, cfg, out, data_root)
     fp = fingerprint(notebook, parameters)
     if not force and is_complete(out, benchmark, fp):
         return Outcome(benchmark, "skipped")
@@ -182,7 +200,7 @@ def run_benchmark(benchmark: str, cfg: dict, root: Path, out: Path, force: bool 
         try:
             pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name=_kernel_name(),
                                 cwd=str(notebook.parent), progress_bar=False,
-                                execution_timeout=int(cfg["timeout_s"]))
+                                execution_timeout=int(cfg["cell_timeout_s"]))
         except Exception as err:  # recorded, the study goes on with the next benchmark
             error = _error_text(err)
             if not tmp.exists() or tmp.stat().st_size == 0:

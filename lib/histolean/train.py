@@ -242,6 +242,13 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     return result
 
 
+def _positive_probability(logits: torch.Tensor) -> torch.Tensor:
+    """P(class 1): softmax over two or more logits, sigmoid of a single one."""
+    if logits.ndim == 2 and logits.shape[1] > 1:
+        return torch.softmax(logits, 1)[:, 1]
+    return torch.sigmoid(logits.reshape(-1))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
     """Probability of class 1 (softmax over 2 logits, or sigmoid of 1) and the labels."""
@@ -249,9 +256,7 @@ def predict(model: nn.Module, loader, device=None) -> tuple[np.ndarray, np.ndarr
     model.to(device).eval()
     probs, labels = [], []
     for x, y in loader:
-        logits = model(x.to(device)).float()
-        p = torch.softmax(logits, 1)[:, 1] if logits.ndim == 2 and logits.shape[1] > 1 else torch.sigmoid(logits.view(-1))
-        probs.append(p.cpu().numpy())
+        probs.append(_positive_probability(model(x.to(device)).float()).cpu().numpy())
         labels.append(np.asarray(y))
     return np.concatenate(probs) if probs else np.zeros(0), np.concatenate(labels) if labels else np.zeros(0)
 
@@ -268,7 +273,7 @@ def evaluate(model: nn.Module, loader, device=None, loss_fn: Callable | None = N
         logits = model(x).float()
         total += loss_fn(logits, y).item() * len(y)
         count += len(y)
-        probs.append(torch.softmax(logits, 1)[:, 1].cpu().numpy())
+        probs.append(_positive_probability(logits).cpu().numpy())
         labels.append(y.cpu().numpy())
     if not count:
         raise ValueError("evaluation loader is empty")

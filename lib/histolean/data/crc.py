@@ -7,7 +7,8 @@ an (n, 2) array of MATLAB **1-based (x, y)**; we return 0-based (x = column, y =
 TIL windows (the TIL benchmark, after Saltz et al.: a 50 x 50 um patch with >= 2
 lymphocytes is TIL-positive): a non-overlapping grid of windows of ``window_um`` at
 ``mpp`` (default 55 um at 0.55 um/px = 100 px, the 5 x 5 grid that tiles the 500-px
-images exactly and reproduces ``til_windows_100px.csv``). A window is
+images exactly and reproduces ``til_windows_100px.csv``). The grid follows each image's
+real size; windows that would run past its right or bottom edge are dropped. A window is
 ``til_positive`` with >= ``min_positive`` inflammatory centres, ``til_negative`` with
 none and >= 1 other classified nucleus, ``ambiguous_1_inflammatory`` with 1, and
 ``no_nuclei`` with no classified nucleus. Only centres inside [x0, x0+w) x [y0, y0+h)
@@ -36,6 +37,20 @@ class CrcImage:
 
     def image(self) -> np.ndarray:
         return read_rgb(self.path)
+
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the image, read from the file header (no pixels decoded)."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.path) as img:
+                width, height = img.size
+        except FileNotFoundError:
+            raise data_error(self.path, "image file does not exist", "Restore it from the dataset zip") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise data_error(self.path, f"cannot read the image header (corrupt or truncated file: {exc})",
+                             "Re-download or delete this file") from None
+        return height, width
 
 
 def read_points(mat_path: str | Path) -> np.ndarray:
@@ -88,11 +103,17 @@ def window_px(window_um: float, mpp: float) -> int:
     return int(round(window_um / mpp))
 
 
-def til_windows(crc: CrcImage, shape=(500, 500), window_um: float = 55.0, mpp: float = DEFAULT_MPP,
-                min_positive: int = 2) -> list[dict]:
-    """One dict per grid window: x0, y0, width, height, per-class counts, derived_label."""
+def til_windows(crc: CrcImage, shape: tuple[int, int] | None = None, window_um: float = 55.0,
+                mpp: float = DEFAULT_MPP, min_positive: int = 2) -> list[dict]:
+    """One dict per grid window: x0, y0, width, height, per-class counts, derived_label.
+
+    The grid starts at the image's top-left corner (0, 0) and steps by the window side;
+    ``shape`` is the image's (height, width), by default read from the image file. Only
+    windows lying wholly inside the image are returned: a last row or column of windows
+    that would run past the right or bottom edge is dropped (its pixels are not used).
+    """
     side = window_px(window_um, mpp)
-    h, w = shape
+    h, w = crc.shape() if shape is None else shape
     rows = []
     for y0 in range(0, h - side + 1, side):
         for x0 in range(0, w - side + 1, side):

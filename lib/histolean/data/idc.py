@@ -65,6 +65,7 @@ def list_idc(root=None, seed: int = 0) -> list[dict]:
     if labels_csv.is_file():
         rows = _rows_from_csv(folder, labels_csv)
         if all(r["split"] for r in rows):
+            _check_patients_in_one_split(labels_csv, rows)
             return rows
     else:
         rows = _rows_from_names(folder)
@@ -90,6 +91,20 @@ def _rows_from_csv(folder: Path, labels_csv: Path) -> list[dict]:
     if not rows:
         raise data_error(labels_csv, "has no rows", "Re-download the dataset")
     return rows
+
+
+def _check_patients_in_one_split(labels_csv: Path, rows: list[dict]) -> None:
+    """A split column that puts one patient in two splits would leak that patient between them."""
+    splits: dict[str, set[str]] = {}
+    for r in rows:
+        splits.setdefault(r["patient"], set()).add(r["split"])
+    mixed = {p: sorted(s) for p, s in splits.items() if len(s) > 1}
+    if mixed:
+        patient, names = next(iter(mixed.items()))
+        more = f" ({len(mixed) - 1} more patient(s) likewise)" if len(mixed) > 1 else ""
+        raise data_error(labels_csv, f"puts patient {patient} in more than one split ({', '.join(names)}){more}",
+                         "Give every row of a patient the same split, or remove the split column so that "
+                         "histolean assigns whole patients to splits")
 
 
 def _rows_from_names(folder: Path) -> list[dict]:

@@ -211,16 +211,28 @@ def load_pcam_tfds(split: str, data_dir: Path, *, limit=None, seed=0, size=None)
     try:
         ds = tfds.load("patch_camelyon", split=tfds_split, data_dir=str(data_dir), download=False,
                        as_supervised=True)
+        # the same split with the PNG bytes left encoded: reading its labels decodes no image
+        encoded = tfds.load("patch_camelyon", split=tfds_split, data_dir=str(data_dir), download=False,
+                            as_supervised=True, decoders={"image": tfds.decode.SkipDecoding()})
     except Exception as exc:  # tfds raises many types; the user needs the folder and the fix
         raise data_error(data_dir, f"tensorflow-datasets patch_camelyon is not usable ({exc})",
                          "Prepare it with tfds or use the HDF5 files instead") from None
-    images, labels = [], []
-    for image, label in tfds.as_numpy(ds):
-        images.append(image)
-        labels.append(int(label))
-    labels_arr = np.asarray(labels, dtype=np.int64)
+    # Labels first (no image decoded or held), choose with the same rule as the other PCam loaders,
+    # then stream the split once and keep only the chosen images (stopping after the last one).
+    labels_arr = np.fromiter((int(label) for label in tfds.as_numpy(encoded.map(lambda image, label: label))),
+                             dtype=np.int64)
     chosen = balanced_subset(labels_arr, limit, seed)
-    imgs = resize_images(np.stack([images[i] for i in chosen]), size)
+    wanted = set(chosen.tolist())  # balanced_subset returns sorted indices: images arrive in chosen order
+    images = []
+    for i, (image, _label) in enumerate(tfds.as_numpy(ds) if wanted else ()):
+        if i in wanted:
+            images.append(image)
+            if len(images) == len(chosen):
+                break
+    if len(images) != len(chosen):
+        raise data_error(data_dir, f"tensorflow-datasets patch_camelyon/{tfds_split} changed while being read",
+                         "Re-prepare it with tfds or use the HDF5 files instead")
+    imgs = resize_images(np.stack(images), size)
     paths = [f"tfds:patch_camelyon/{tfds_split}#{i}" for i in chosen]
     return PatchSet(imgs, labels_arr[chosen], np.asarray([f"{split}_{i}" for i in chosen]), paths,
                     "pcam", "real", split)

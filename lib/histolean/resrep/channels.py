@@ -26,12 +26,14 @@ zero-pad. So units are *kept* (not pruned, no error) when:
 * they feed a grouped convolution (1 < groups, not depthwise) or come out of one;
 * they reach the model's output, or are added to a tensor without slots
   (the input, a parameter, an excluded conv);
+* they are combined with a number computed in the graph (a tensor constant, a
+  size), whose value conversion cannot fold;
 * the user lists their conv in ``exclude``.
 
 An :class:`UnprunableModelError` naming the module is raised when the model
 cannot be traced, or when an operation whose channel semantics are unknown
 (a reshape that is not a flatten, a product of two tensors such as an SE block,
-slicing, a reused conv, ...) consumes prunable channels: guessing there would
+slicing, a reused conv, a number divided by the channels, ...) consumes prunable channels: guessing there would
 give a wrong network. Excluding the convs it names removes the error.
 """
 
@@ -61,8 +63,10 @@ _ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_",
 _PASS_FUNCTIONS = {F.dropout, F.dropout2d, torch.clone}
 _PASS_METHODS = {"contiguous", "clone"}
 _POOL_FUNCTIONS = {F.max_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.max_pool2d}
-_ADD_TARGETS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, "add", "add_", "sub"}
-_SCALE_TARGETS = {operator.mul, operator.imul, torch.mul, operator.truediv, torch.div, "mul", "mul_", "div"}
+_ADD_TARGETS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, torch.rsub,
+                "add", "add_", "sub", "sub_"}
+_SCALE_TARGETS = {operator.mul, operator.imul, torch.mul, operator.truediv, torch.div, "mul", "mul_", "div", "div_"}
+_DIV_TARGETS = {operator.truediv, torch.div, "div", "div_"}
 _CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 _RESHAPE_TARGETS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
                     "flatten", "view", "reshape", "squeeze", "unsqueeze"}
@@ -166,6 +170,12 @@ def _arg(node: fx.Node, index: int, name: str, default):
     if len(node.args) > index:
         return node.args[index]
     return node.kwargs.get(name, default)
+
+
+def _operand_nodes(node: fx.Node) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), found.append)
+    return found
 
 
 def _zero_padding(padding, padding_mode: str = "zeros") -> bool:
@@ -412,10 +422,8 @@ class _Analysis:
         elif target is F.pad:
             mode = _arg(node, 2, "mode", "constant")
             self.pad(node, src, adds_values=mode == "constant", value=_arg(node, 3, "value", 0.0))
-        elif target in _ADD_TARGETS:
-            self.add(node, ins, shape)
-        elif target in _SCALE_TARGETS and len(ins) == 1:
-            self.passthrough(node, src)  # multiplied by a number: zero stays zero, constant stays constant
+        elif target in _ADD_TARGETS or (target in _SCALE_TARGETS and len(ins) == 1):
+            self.arithmetic(node, ins, shape)
         elif target in _CAT_FUNCTIONS:
             self.cat(node, shape)
         elif target in _RESHAPE_TARGETS:
@@ -428,11 +436,30 @@ class _Analysis:
         else:
             self.set(node, np.full(shape[1], FIXED), np.zeros(shape[1], np.uint8))
 
-    def add(self, node: fx.Node, ins: list[fx.Node], shape) -> None:
-        if len(ins) == 1:  # tensor + number: a zero channel becomes a constant one
-            state = self.state[ins[0].name]
-            self.passthrough(node, ins[0], np.full_like(state, CONST))
+    def arithmetic(self, node: fx.Node, ins: list[fx.Node], shape) -> None:
+        """``+ - * /`` of a feature map and a number (either operand order), or the sum of two feature maps."""
+        labels = np.concatenate([self.labels[s.name] for s in ins])
+        runtime = [a for a in _operand_nodes(node) if a.name not in self.labels]
+        if runtime:  # a number computed in the graph (a tensor constant, a size): conversion cannot fold it
+            self.pin(labels, None, f"combined with '{runtime[0].name}', a value known only at run time, "
+                                   f"at '{node.name}'")
+            self.set(node, np.full(shape[1], FIXED), np.zeros(shape[1], np.uint8))
             return
+        if len(ins) > 1:
+            self.add(node, ins, shape)
+            return
+        src = ins[0]
+        if node.target in _DIV_TARGETS and _arg(node, 0, "input", None) is not src:
+            if (labels >= 0).any():  # number / x: a removed (zero) channel would become inf, not a constant
+                self.fail(node, labels, "a number divided by the channels (a removed, zero channel would "
+                                        "become inf)")
+            self.set(node, np.full(shape[1], FIXED), np.zeros(shape[1], np.uint8))
+        elif node.target in _ADD_TARGETS:  # x + c, c - x ...: a zero channel becomes a constant one
+            self.passthrough(node, src, np.full_like(self.state[src.name], CONST))
+        else:  # x * c, c * x, x / c: zero stays zero, a constant stays constant
+            self.passthrough(node, src)
+
+    def add(self, node: fx.Node, ins: list[fx.Node], shape) -> None:
         a, b = (self.labels[s.name] for s in ins[:2])
         sa, sb = (self.state[s.name] for s in ins[:2])
         if len(a) != shape[1] or len(b) != shape[1]:  # broadcast along channels

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,10 +169,12 @@ def _linear(old: nn.Linear, keep_in, const_in) -> nn.Linear:
                                                                     device=old.weight.device)
     if (~keep_in).any():
         b = b + w[:, ~keep_in] @ const_in[~keep_in]
-    new = nn.Linear(int(keep_in.sum()), old.out_features, bias=True)
-    new.weight.copy_(w[:, keep_in].to(old.weight.dtype))
-    new.bias.copy_(b.to(old.weight.dtype))
-    return new.to(old.weight.device)
+    # built on the meta device: nn.Linear's random initialisation would consume the global generator
+    new = nn.Linear(int(keep_in.sum()), old.out_features, bias=True, device="meta").to_empty(
+        device=old.weight.device).to(old.weight.dtype)
+    new.weight.copy_(w[:, keep_in])
+    new.bias.copy_(b)
+    return new
 
 
 def _batchnorm(old: nn.BatchNorm2d, keep) -> nn.BatchNorm2d:
@@ -189,11 +190,27 @@ def _batchnorm(old: nn.BatchNorm2d, keep) -> nn.BatchNorm2d:
     return new.to(old.weight.device if old.affine else old.running_mean.device).eval()
 
 
-def _scalar(node: fx.Node):
-    for a in node.args:
-        if isinstance(a, (int, float)):
-            return float(a)
-    return None
+def _arithmetic(node: fx.Node, values: dict[str, torch.Tensor], unknown: torch.Tensor) -> torch.Tensor:
+    """The node's own operation on the removed-channel values, every operand where the model put it.
+
+    ``1 - x`` stays ``1 - x``, ``x * 0`` stays ``x * 0`` (alpha= and rounding_mode= apply too). Operands
+    whose values are unknown here (a number computed in the graph, a broadcast tensor) give ``unknown``:
+    the analysis kept those channels, so their values are never used.
+    """
+    n, known = len(unknown), True
+
+    def value(a: fx.Node):
+        nonlocal known
+        if a.name not in values or len(values[a.name]) != n:
+            known = False
+            return a
+        return values[a.name].clone().view(1, -1, 1, 1)
+
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), value)
+    if not known:
+        return unknown
+    fn = node.target if callable(node.target) else getattr(torch.Tensor, node.target)
+    return torch.as_tensor(fn(*args, **kwargs), dtype=torch.float64, device=unknown.device).flatten()
 
 
 def _removed_channel_values(gm: fx.GraphModule, graph: ch.ChannelGraph) -> dict[str, torch.Tensor]:
@@ -244,15 +261,8 @@ def _removed_channel_values(gm: fx.GraphModule, graph: ch.ChannelGraph) -> dict[
             rest = [a for a in node.args[1:] if not isinstance(a, fx.Node)]
             kwargs = {k: a for k, a in node.kwargs.items() if not isinstance(a, fx.Node) and k != "inplace"}
             out = fn(as_map(v.clone()), *rest, **kwargs).flatten()
-        elif target in ch._ADD_TARGETS:
-            sign = -1.0 if target in (operator.sub, operator.isub, torch.sub, "sub") else 1.0
-            if len(tensors) >= 2 and len(values[tensors[1].name]) == len(v):
-                out = v + sign * values[tensors[1].name]
-            else:
-                out = v + sign * (_scalar(node) or 0.0)
-        elif target in ch._SCALE_TARGETS and len(tensors) == 1:
-            s = _scalar(node) or 1.0
-            out = v / s if target in (operator.truediv, torch.div, "div") else v * s
+        elif target in ch._ADD_TARGETS or target in ch._SCALE_TARGETS:
+            out = _arithmetic(node, values, zeros(node))
         elif target in ch._CAT_FUNCTIONS:
             out = torch.cat([values[t.name] for t in node.args[0] if isinstance(t, fx.Node)])
         elif target in ch._RESHAPE_TARGETS:
