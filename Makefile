@@ -14,7 +14,8 @@ export HISTOLEAN_DATA
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# The CPU wheel of torch first, so that nothing pulls the multi-GB CUDA build on a CPU machine.
+	# torch first and pinned, so no other package picks a different build: on this study's CPU machines it
+	# is the local CPU wheel; from PyPI on Linux it is the CUDA build, which a GPU machine wants.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name histolean --display-name "Python (histolean)" >/dev/null
