@@ -35,7 +35,7 @@ tr.synthetic td{background:#fff4e0}
 .ok{background:#2e7d32}.failed{background:#c62828}.missing{background:#777}.stale{background:#ef6c00}.script{background:#1565c0}.synthetic-badge{background:#e65100}
 .error{white-space:pre-wrap;background:#fdecea;padding:0.5em;border-left:4px solid #c62828}
 figure{display:inline-block;margin:0.5em} figure img{max-width:560px;border:1px solid #eee} figcaption{font-size:12px;color:#555}
-.muted{color:#666;font-size:13px}
+.muted{color:#666;font-size:13px} .wide{overflow-x:auto;max-width:100%}
 """
 
 
@@ -71,7 +71,7 @@ def rows_table(rows: list[dict]) -> str:
                 text = "<span class='badge synthetic-badge'>SYNTHETIC</span>"
             cells.append(f"<td>{text}</td>")
         body.append(f"<tr class='{'synthetic' if synthetic else ''}'>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _fmt(val) -> str:
@@ -91,7 +91,8 @@ def published_tables(paper: str) -> str:
         note = f"<br><span class='muted'>{html.escape(table.get('note', ''))}</span>" if table.get("note") else ""
         parts.append(f"<h4>Published: {html.escape(paper)} / {html.escape(name)} "
                      f"<span class='muted'>({html.escape(table.get('source', ''))})</span>{note}</h4>"
-                     + frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0))
+                     + "<div class='wide'>" + frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}",
+                                                            border=0) + "</div>")
     return "".join(parts)
 
 
@@ -109,12 +110,14 @@ def _notebook_intro(notebook: Path) -> str:
     """The first markdown cell of the benchmark notebook: what it measures."""
     if not notebook.exists():
         return ""
+    import mistune  # nbconvert's markdown renderer
+
     nb = json.loads(notebook.read_text(encoding="utf-8"))
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "markdown":
             text = "".join(cell.get("source", "")).strip()
-            lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
-            return "<p>" + html.escape(" ".join(lines).strip()[:1200]) + "</p>"
+            body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))  # the title is ours
+            return mistune.html(html.escape(body, quote=False))
     return ""
 
 
