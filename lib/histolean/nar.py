@@ -50,10 +50,7 @@ def reduce(spec: Spec, phi: int | float, *, alpha: float = ALPHA, beta: float = 
     ``nar_scale_stem``: False for ResNets, whose conv1 stays at 64 for every phi in the paper's
     Table 1; True for Inception V4). Single-block stages (Inception reductions) stay single.
     """
-    if not isinstance(spec, Spec):
-        raise TypeError(f"nar.reduce expects a histolean.arch.Spec, got {type(spec).__name__}")
-    if not (isinstance(phi, (int, float)) and math.isfinite(phi) and phi >= 0):
-        raise ValueError(f"nar.reduce({spec.name}): phi must be a finite number >= 0, got {phi!r}")
+    _check_level("reduce", spec, "phi", phi)
     if phi == 0:
         return spec
     d, w, r = factors(phi, alpha, beta, gamma)
@@ -61,12 +58,16 @@ def reduce(spec: Spec, phi: int | float, *, alpha: float = ALPHA, beta: float = 
     return arch.scale(spec, d, w, r, scale_stem=stem, variant=f"NAR phi={phi:g}")
 
 
+def _check_level(fn: str, spec, name: str, value) -> None:
+    if not isinstance(spec, Spec):
+        raise TypeError(f"nar.{fn} expects a histolean.arch.Spec, got {type(spec).__name__}")
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"nar.{fn}({spec.name}): {name} must be a finite number >= 0, got {value!r}")
+
+
 def input_reduction(spec: Spec, k: int | float, *, gamma: float = GAMMA) -> Spec:
     """IR level ``k``: the same network with the input divided by ``gamma ** k`` (``k = 0``: ``spec``)."""
-    if not isinstance(spec, Spec):
-        raise TypeError(f"nar.input_reduction expects a histolean.arch.Spec, got {type(spec).__name__}")
-    if not (isinstance(k, (int, float)) and math.isfinite(k) and k >= 0):
-        raise ValueError(f"nar.input_reduction({spec.name}): k must be a finite number >= 0, got {k!r}")
+    _check_level("input_reduction", spec, "k", k)
     if k == 0:
         return spec
     _check_coefficients(1.0, 1.0, gamma)

@@ -26,6 +26,15 @@ def data_error(path: str | os.PathLike, problem: str, fix: str) -> DataError:
     return DataError(f"{path}: {problem}. {fix}")
 
 
+def check_listed_images(label_file: str | os.PathLike, paths) -> None:
+    """A label file must name only images that exist; the error names the file and a few missing ones."""
+    missing = [Path(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3])
+        raise data_error(label_file, f"names {len(missing)} image(s) that do not exist (e.g. {shown})",
+                         "Restore the missing images or remove their entries from the label file")
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The data directory: ``root`` if given, else ``$HISTOLEAN_DATA``, else the project's ``data/``
     (found from the working directory upwards, so notebooks running in ``notebooks/`` see it too),

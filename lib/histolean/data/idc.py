@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import (
+    check_listed_images,
     PatchSet, balanced_subset, data_error, dataset_dir, normalise_split, read_rgb, resize_images,
 )
 
@@ -84,10 +85,7 @@ def _rows_from_csv(folder: Path, labels_csv: Path) -> list[dict]:
                              "The IDC label file needs path, patient_id, label[, split]")
         rows = [{"path": folder / r["path"], "patient": r["patient_id"], "label": int(r["label"]),
                  "split": r.get("split", "")} for r in reader]
-    missing = [r["path"] for r in rows if not r["path"].is_file()]
-    if missing:
-        raise data_error(labels_csv, f"names {len(missing)} image(s) that do not exist (e.g. {missing[0]})",
-                         "Restore the missing files or remove their rows from the label file")
+    check_listed_images(labels_csv, [r["path"] for r in rows])
     if not rows:
         raise data_error(labels_csv, "has no rows", "Re-download the dataset")
     return rows

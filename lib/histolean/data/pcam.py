@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import atomic
 from .common import (
+    check_listed_images,
     DataError, PatchSet, balanced_subset, data_error, dataset_dir, normalise_split, read_rgb,
     resize_images, stack_images,
 )
@@ -87,11 +88,7 @@ def _list_from_labels_csv(folder: Path, split: str) -> tuple[list[Path], list[in
         # Without a split column the split is the first folder of the path.
         rows = [r for r in reader if (r["split"] if has_split else Path(r["path"]).parts[0]) == split]
     paths = [folder / r["path"] for r in rows]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        shown = ", ".join(str(p) for p in missing[:3])
-        raise data_error(csv_path, f"names {len(missing)} image(s) that do not exist (e.g. {shown})",
-                         "Restore the missing files or remove their rows from the label file")
+    check_listed_images(csv_path, paths)
     try:
         labels = [int(r["label"]) for r in rows]
     except ValueError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import PatchSet, balanced_subset, data_error, dataset_dir, normalise_split, read_rgb, resize_images
+from .common import PatchSet, balanced_subset, check_listed_images, data_error, dataset_dir, normalise_split, read_rgb, resize_images
 
 SPLITS = ("train", "valid", "test")
 _SUFFIX_TO_SPLIT = {"_train_data": "train", "_val_data": "valid", "_valid_data": "valid", "_test_data": "test"}
@@ -31,10 +31,8 @@ def read_label_file(label_file: Path, require_images: bool = True) -> list[dict]
         rows.append({"path": label_file.parent / parts[0], "label": int(parts[1]),
                      "slide": parts[2] if len(parts) > 2 else label_file.parent.name,
                      "xy": (int(parts[3]), int(parts[4])) if len(parts) > 4 else None})
-    missing = [r["path"] for r in rows if not r["path"].is_file()] if require_images else []
-    if missing:
-        raise data_error(label_file, f"names {len(missing)} image(s) that do not exist (e.g. {missing[0].name})",
-                         "Restore the images or remove their lines from the label file")
+    if require_images:
+        check_listed_images(label_file, [r["path"] for r in rows])
     if not rows:
         raise data_error(label_file, "is empty", "Each patch needs a line '<file> <0|1> <slide> <x> <y>'")
     return rows
