@@ -48,3 +48,24 @@ def test_streaming_step_memory_is_bounded_by_the_tile():
         assert r["status"] == "ok", r
     assert stream_big["peak_mib"] < 0.5 * conventional["peak_mib"]
     assert stream_big["peak_mib"] - stream_small["peak_mib"] < 0.15 * conventional["peak_mib"]
+
+
+def test_compare_speed_interleaves_and_reports_ratios():
+    import time as _time
+    from histolean import bench
+    order = []
+    calls = {"slow": lambda: (order.append("slow"), _time.sleep(0.02)),
+             "fast": lambda: (order.append("fast"), _time.sleep(0.005))}
+    res = bench.compare_speed(calls, repeats=5, warmup=1)
+    assert len(order) == 12 and order[:2] == ["slow", "fast"] and order[2:4] == ["fast", "slow"]
+    assert res["slow"]["speedup"] == 1.0
+    assert 2.0 < res["fast"]["speedup"] < 6.0
+    assert res["fast"]["min_s"] <= res["fast"]["median_s"] <= res["fast"]["max_s"]
+    assert res["fast"]["repeats"] == 5
+
+
+def test_compare_speed_rejects_unknown_reference():
+    import pytest
+    from histolean import bench
+    with pytest.raises(ValueError, match="reference 'x'"):
+        bench.compare_speed({"a": lambda: None}, reference="x")

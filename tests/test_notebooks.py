@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 
 def test_every_notebook_is_in_every_profile_and_committed_clean():
-    notebooks = {p.stem for p in (REPO / "notebooks").glob("*.ipynb")}
+    notebooks = {study.benchmark_name(p) for p in (REPO / "notebooks").glob("*.ipynb")}
     for profile in study.PROFILES:
         assert set(study.load_profile(profile, REPO)["benchmarks"]) == notebooks, profile
     for path in (REPO / "notebooks").glob("*.ipynb"):

@@ -189,7 +189,7 @@ def resnet50v2(num_classes: int = 2, input_size: int = 240, stride_at: str = "la
     ``stride_at="last"`` is Keras: stages 1-3 downsample in their last block. ``"first"`` puts the
     stride in each stage's first block instead (stages 2-4, as He et al. 2016 and torchvision do);
     parameters are identical, FLOPs are higher (more blocks run at the finer resolution). The NAR
-    paper's Table 3 GFLOPs match ``"first"`` within about 1 percent (see notebooks/nar_cost.ipynb).
+    paper's Table 3 GFLOPs match ``"first"`` within about 1 percent (see notebooks/02_nar_cost.ipynb).
     """
     strides = {"last": [2, 2, 2, 1], "first": [1, 2, 2, 2]}
     if stride_at not in strides:
@@ -225,7 +225,7 @@ def inception_v4(num_classes: int = 2, input_size: int = 299) -> Spec:
 
     The NAR paper feeds it 240 px patches; ``input_size`` defaults to the original 299.
     NAR scales this stem's widths too (``nar_scale_stem``): the paper does not say, but its
-    Table 4 FLOP reductions match that choice far better (see notebooks/nar_cost.ipynb).
+    Table 4 FLOP reductions match that choice far better (see notebooks/02_nar_cost.ipynb).
     """
     stages = (
         Stage("inception_a", "inception_a", 4, INCEPTION_A),

@@ -116,6 +116,50 @@ def time_per_call(fn: Callable[[], Any], repeats: int = 3, device: str | torch.d
     return times
 
 
+def compare_speed(calls: dict[str, Callable[[], Any]], *, reference: str | None = None, repeats: int = 5,
+                  warmup: int = 1, device: str | torch.device = "cpu", items_per_call: int = 1,
+                  progress: bool = False) -> dict[str, dict]:
+    """Time several calls side by side: interleaved, repeated, warm-up discarded.
+
+    Each round calls every entry of ``calls`` once, in a rotated order, so a busy machine
+    slows all of them alike; ``warmup`` rounds are run and thrown away first. For each name
+    the result has ``median_s``, ``min_s``, ``max_s`` (seconds per call), ``per_s`` (items per
+    second from the median, with ``items_per_call`` items in one call) and, against
+    ``reference`` (default: the first name), ``speedup`` = the median over rounds of
+    reference time / this time in the same round, with ``speedup_min`` and ``speedup_max``.
+    Ratios from one run are what a benchmark reports; absolute times vary from run to run.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    names = list(calls)
+    if not names:
+        raise ValueError("compare_speed needs at least one call")
+    reference = names[0] if reference is None else reference
+    if reference not in calls:
+        raise ValueError(f"reference {reference!r} is not one of the calls {names}")
+    times: dict[str, list[float]] = {n: [] for n in names}
+    rounds = range(warmup + repeats)
+    if progress:
+        from tqdm.auto import tqdm
+        rounds = tqdm(rounds, desc="timing", unit="round", leave=False)
+    for r in rounds:
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            [t] = time_per_call(calls[name], 1, device)
+            if r >= warmup:
+                times[name].append(t)
+    out = {}
+    for name in names:
+        ts = times[name]
+        ratios = [a / b for a, b in zip(times[reference], ts)]
+        med = statistics.median(ts)
+        out[name] = {"median_s": med, "min_s": min(ts), "max_s": max(ts), "per_s": items_per_call / med,
+                     "speedup": statistics.median(ratios), "speedup_min": min(ratios),
+                     "speedup_max": max(ratios), "repeats": repeats, "warmup": warmup, "reference": reference,
+                     "device": str(device)}
+    return out
+
+
 def measure(fn: Callable[[], Any], repeats: int = 1, device: str | torch.device = "cpu", warmup: int = 0) -> dict:
     """Peak memory of the first call after ``warmup`` unmeasured calls, then the time of
     ``repeats - 1`` more calls. Without warm-up the peak includes one-time allocations

@@ -160,7 +160,7 @@ def build(profile: str = "default", root: str | os.PathLike | None = None,
         papers = "".join(published_tables(p) for p in BENCHMARK_PAPERS.get(name, []))
         sections.append(
             f"<h2 id='{name}'>{html.escape(name)} <span class='badge {status}'>{status}</span></h2>"
-            f"{_notebook_intro(root / 'notebooks' / f'{name}.ipynb')}"
+            f"{_notebook_intro(study.notebook_path(root, name))}"
             f"<p class='muted'>Source: {source}</p>{error}{synth_note}"
             f"{_figures(out, name) if status in ('ok', 'script') else ''}<h3>Our results</h3>{rows_table(rows)}{papers}")
 

@@ -21,6 +21,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,19 @@ def load_profile(profile: str, root: str | os.PathLike | None = None) -> dict:
 
 def output_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
     return project_root(root) / "outputs" / profile
+
+
+def notebook_path(root: Path, benchmark: str) -> Path:
+    """``notebooks/NN_<benchmark>.ipynb``: the number gives the reading order (data, cost, methods,
+    experiments), the benchmark keeps its name. An unnumbered ``<benchmark>.ipynb`` works too."""
+    folder = Path(root) / "notebooks"
+    numbered = sorted(folder.glob(f"[0-9][0-9]_{benchmark}.ipynb"))
+    return numbered[0] if numbered else folder / f"{benchmark}.ipynb"
+
+
+def benchmark_name(path: Path) -> str:
+    """The benchmark a notebook file runs: its name without the reading-order number."""
+    return re.sub(r"^\d\d_", "", Path(path).stem)
 
 
 def _sha256(*chunks: bytes) -> str:
@@ -124,7 +138,7 @@ def status(benchmark: str, cfg: dict, root: Path, out: Path, data_root: str | No
     parameters or code), 'failed', or 'missing' (never finished)."""
     manifest = read_manifest(out, benchmark) or {}
     state = manifest.get("status", "missing")
-    notebook = root / "notebooks" / f"{benchmark}.ipynb"
+    notebook = notebook_path(root, benchmark)
     if state == "ok" and (not notebook.exists() or
                           manifest.get("fingerprint") != fingerprint(notebook, benchmark_parameters(
                               benchmark, cfg, out, data_root))):
@@ -187,7 +201,7 @@ def run_benchmark(benchmark: str, cfg: dict, root: Path, out: Path, force: bool 
     """Execute one benchmark notebook with papermill; write its manifest."""
     import papermill as pm
 
-    notebook = root / "notebooks" / f"{benchmark}.ipynb"
+    notebook = notebook_path(root, benchmark)
     if not notebook.exists():
         return _record_failure(out, benchmark, "", 0.0,
                                f"notebook {notebook} does not exist (listed in params/{cfg['profile']}.yaml)")
