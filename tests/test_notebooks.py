@@ -26,16 +26,10 @@ def test_every_notebook_is_in_every_profile_and_committed_clean():
         assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell must be tagged 'parameters'"
 
 
-@pytest.fixture(scope="module")
-def smoke_out(tmp_path_factory):
-    return tmp_path_factory.mktemp("smoke")
-
-
 @pytest.mark.parametrize("benchmark", list(SMOKE["benchmarks"]))
-def test_notebook_runs_on_smoke_profile(benchmark, smoke_out):
-    [outcome] = study.run("smoke", only=[benchmark], root=REPO, out=smoke_out, progress=False, force=True)
+def test_notebook_runs_on_smoke_profile(benchmark, smoke_run):
+    outcome, rows, smoke_out = smoke_run(benchmark)
     assert outcome.status == "ok", outcome.error
-    rows = records.read_rows(smoke_out, benchmark)
     assert rows, f"{benchmark} recorded no result rows"
     for row in rows:
         assert row["profile"] == "smoke"
