@@ -106,9 +106,19 @@ def test_build_is_seeded():
 
 
 def test_table_prints_like_table1():
-    text = arch.resnet50v2().table()
+    text = flops.compare_table([arch.resnet50v2()])
     assert "[1x1, 64 | 3x3, 64 | 1x1, 256] x 3" in text
     assert "23,568,898" in text and "240 x 240" in text
+
+
+def test_str_of_a_spec_is_cheap_and_builds_no_network(monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("str(spec) built a network")
+
+    monkeypatch.setattr(models, "build", no_build)
+    text = str(arch.resnet50v2())
+    assert text.startswith("resnet50v2: 240 x 240 x 3 input, 2 classes")
+    assert "stage1: [1x1, 64 | 3x3, 64 | 1x1, 256] x 3" in text
 
 
 @pytest.mark.parametrize("kwargs, message", [

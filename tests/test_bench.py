@@ -69,3 +69,22 @@ def test_compare_speed_rejects_unknown_reference():
     from histolean import bench
     with pytest.raises(ValueError, match="reference 'x'"):
         bench.compare_speed({"a": lambda: None}, reference="x")
+
+
+def test_throughput_times_specs_side_by_side_and_shares_ir_networks():
+    from histolean import arch, nar
+
+    tiny = arch.small_cnn("tiny", input_size=32)
+    res = bench.throughput({"original": tiny, "ir1": nar.input_reduction(tiny, 1)}, batch_size=2, repeats=2)
+    assert set(res) == {"original", "ir1"}
+    assert res["original"]["speedup"] == 1.0 and res["ir1"]["input_size"] < 32
+    assert all(r["per_s"] > 0 and r["batch_size"] == 2 and r["repeats"] == 2 for r in res.values())
+
+
+def test_throughput_needs_the_input_size_of_a_module():
+    from histolean import arch, models
+
+    with pytest.raises(ValueError, match="'net'.*input_sizes"):
+        bench.throughput({"net": models.build(arch.small_cnn("tiny"))})
+    with pytest.raises(ValueError, match="batch_size"):
+        bench.throughput({"net": arch.small_cnn("tiny")}, batch_size=0)

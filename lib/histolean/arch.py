@@ -143,12 +143,17 @@ class Spec:
     def widths(self) -> tuple[tuple[int, ...], ...]:
         return tuple(s.widths for s in self.stages)
 
-    def table(self) -> str:
-        """The spec as the paper's Table 1 prints it (parameters counted by building on the meta device)."""
-        return compare_table([self])
+    def describe(self) -> str:
+        """The spec as text, stage by stage (cheap: no network is built; costs are in ``flops.compare_table``)."""
+        lines = [f"{self.label}: {self.input_size} x {self.input_size} x {self.in_channels} input, "
+                 f"{self.num_classes} classes"]
+        if self.stem is not None:
+            lines.append(f"  stem: {self.stem.describe()}")
+        lines.extend(f"  {st.name}: {st.describe()}" for st in self.stages)
+        return "\n".join(lines)
 
     def __str__(self) -> str:
-        return self.table()
+        return self.describe()
 
 
 def _out_channels(stage: Stage) -> int:
@@ -331,38 +336,3 @@ def scale(spec: Spec, depth: float = 1.0, width: float = 1.0, resolution: float 
 def with_input_size(spec: Spec, input_size: int, variant: str | None = None) -> Spec:
     """The same network at another input size."""
     return replace(spec, input_size=int(input_size), variant=spec.variant if variant is None else variant)
-
-
-# ---------------------------------------------------------------------------------------------
-# Table 1
-# ---------------------------------------------------------------------------------------------
-
-def compare_table(specs: list[Spec] | tuple[Spec, ...]) -> str:
-    """Specs side by side, one column each, as the paper's Table 1 (plus input size and GFLOPs)."""
-    from . import flops  # lazy: flops imports torch
-
-    if not specs:
-        raise ValueError("compare_table: give at least one spec")
-    header = ["", *[s.label for s in specs]]
-    rows = [
-        ["# Params (Keras total)", *[f"{flops.count_params(s, include_bn_stats=True):,}" for s in specs]],
-        ["Input", *[f"{s.input_size} x {s.input_size}" for s in specs]],
-        ["GFLOPs", *[f"{flops.gflops(s):.2f}" for s in specs]],
-        ["Stem", *[(s.stem.describe() if s.stem else "-") for s in specs]],
-    ]
-    names = []
-    for s in specs:
-        for st in s.stages:
-            if st.name not in names:
-                names.append(st.name)
-    for name in names:
-        cells = []
-        for s in specs:
-            match = [st for st in s.stages if st.name == name]
-            cells.append(match[0].describe() if match else "-")
-        rows.append([name, *cells])
-    table = [header, *rows]
-    col_w = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(col_w[i]) for i, cell in enumerate(r)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in col_w))
-    return "\n".join(lines)

@@ -37,6 +37,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
+
+from . import models
+from .arch import Spec
 
 MIB = 2 ** 20
 _RESULT_MARK = "HISTOLEAN_BENCH_RESULT "
@@ -158,6 +162,60 @@ def compare_speed(calls: dict[str, Callable[[], Any]], *, reference: str | None 
                      "speedup_max": max(ratios), "repeats": repeats, "warmup": warmup, "reference": reference,
                      "device": str(device)}
     return out
+
+
+def throughput(networks: dict[str, Spec | nn.Module], *, reference: str | None = None, batch_size: int = 16,
+               repeats: int = 5, warmup: int = 1, input_sizes: dict[str, int] | None = None,
+               device: str | torch.device = "cpu", seed: int = 0, progress: bool = False) -> dict[str, dict]:
+    """Inference speed of several networks, measured side by side with :func:`compare_speed`.
+
+    Each entry is a Spec (built with random weights: speed does not depend on their values; specs
+    that differ only in input size share one network) or a module with ``input_sizes[name]``.
+    Every round runs one ``batch_size`` forward pass of each network, interleaved; the result per
+    name is :func:`compare_speed`'s (``per_s`` is patches per second, ``speedup`` is against
+    ``reference``, default the first name) plus ``batch_size`` and ``input_size``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"throughput: batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    built: dict[Spec, nn.Module] = {}
+    calls, sizes = {}, {}
+    for name, net in networks.items():
+        if isinstance(net, Spec):
+            size, c_in = net.input_size, net.in_channels
+            key = _same_network(net)
+            if key not in built:
+                built[key] = models.build(net, seed=seed).to(device).eval()
+            module = built[key]
+        elif isinstance(net, nn.Module):
+            size = (input_sizes or {}).get(name)
+            if size is None:
+                raise ValueError(f"throughput: {name!r} is a module; give its input size in input_sizes[{name!r}]")
+            module = net.to(device).eval()
+            c_in = next(m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d))
+        else:
+            raise TypeError(f"throughput: {name!r} must be a histolean.arch.Spec or a torch.nn.Module, "
+                            f"got {type(net).__name__}")
+        sizes[name] = int(size)
+        calls[name] = _forward(module, torch.rand(batch_size, c_in, int(size), int(size), device=device))
+    out = compare_speed(calls, reference=reference, repeats=repeats, warmup=warmup, device=device,
+                        items_per_call=batch_size, progress=progress)
+    return {name: {**res, "batch_size": batch_size, "input_size": sizes[name]} for name, res in out.items()}
+
+
+def _same_network(spec: Spec) -> Spec:
+    """Specs that build the same weights: global-pool networks do not depend on the input size."""
+    import dataclasses
+
+    return dataclasses.replace(spec, input_size=1 if spec.head.pool == "avg" else spec.input_size, variant="")
+
+
+def _forward(module: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    def call():
+        with torch.inference_mode():
+            return module(x)
+
+    return call
 
 
 def measure(fn: Callable[[], Any], repeats: int = 1, device: str | torch.device = "cpu", warmup: int = 0) -> dict:

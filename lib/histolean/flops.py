@@ -23,7 +23,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from . import bench, models
+from . import models
 from .arch import Spec
 
 
@@ -193,29 +193,25 @@ def count_layers(model: Spec | nn.Module) -> dict[str, int]:
     return {"param_layers": int(param_layers), "layers": int(layers)}
 
 
-def throughput(model: Spec | nn.Module, input_size: int | None = None, *, batch_size: int = 16,
-               iters: int = 3, warmup: int = 1, device: str | torch.device | None = None,
-               seed: int = 0) -> dict[str, float]:
-    """Measured inference speed: patches/s over ``iters`` timed batch passes after ``warmup`` passes.
-
-    A Spec is built with random weights (speed does not depend on their values).
-    """
-    if iters < 1 or batch_size < 1:
-        raise ValueError(f"throughput: iters and batch_size must be >= 1, got {iters}, {batch_size}")
-    if isinstance(model, Spec):
-        net, size, c_in = models.build(model, seed=seed), int(input_size or model.input_size), model.in_channels
-    else:
-        net, size, c_in = _module_and_size(model, input_size)
-    dev = torch.device(device) if device is not None else next(net.parameters()).device
-    net = net.to(dev).eval()
-    x = torch.rand(batch_size, c_in, size, size, device=dev)
-
-    with torch.inference_mode():
-        bench.time_per_call(lambda: net(x), warmup, dev)
-        times = bench.time_per_call(lambda: net(x), iters, dev)
-    median = sorted(times)[len(times) // 2]
-    return {"patches_per_s": batch_size / median, "s_per_batch": median, "batch_size": batch_size,
-            "iters": iters, "device": str(dev)}
+def compare_table(specs: list[Spec] | tuple[Spec, ...]) -> str:
+    """Specs side by side, one column each, as the NAR paper's Table 1 (plus input size and GFLOPs)."""
+    if not specs:
+        raise ValueError("compare_table: give at least one spec")
+    header = ["", *[s.label for s in specs]]
+    rows = [
+        ["# Params (Keras total)", *[f"{count_params(s, include_bn_stats=True):,}" for s in specs]],
+        ["Input", *[f"{s.input_size} x {s.input_size}" for s in specs]],
+        ["GFLOPs", *[f"{gflops(s):.2f}" for s in specs]],
+        ["Stem", *[(s.stem.describe() if s.stem else "-") for s in specs]],
+    ]
+    names = list(dict.fromkeys(st.name for s in specs for st in s.stages))
+    for name in names:
+        rows.append([name, *[next((st.describe() for st in s.stages if st.name == name), "-") for s in specs]])
+    table = [header, *rows]
+    col_w = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(col_w[i]) for i, cell in enumerate(r)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in col_w))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
