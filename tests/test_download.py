@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from histolean import data
-from histolean.data import DataError, download
+from histolean.data import DataError, download, registry
+from histolean.data.registry import RemoteFile
 
 PAYLOAD = np.random.default_rng(0).bytes(300_000)
 
@@ -133,10 +134,9 @@ def test_fetch_with_url_base_unpacks_the_archive(server, tmp_path, monkeypatch):
         zf.writestr("Bundle/Slide_01/01_1.txt", "one")
         zf.writestr("Bundle/GT_01/01_1.txt", "two")
     server.files["bundle.zip"] = archive.getvalue()
-    remote = download.RemoteDataset("toy", (download.RemoteFile("https://example.invalid/files/bundle.zip",
-                                                                "bundle.zip", sha256=_sha256(archive.getvalue()),
-                                                                unpack=True),))
-    monkeypatch.setitem(download.REMOTE, "toy", remote)
+    remote = _toy("toy", RemoteFile("https://example.invalid/files/bundle.zip", "bundle.zip",
+                                    sha256=_sha256(archive.getvalue()), unpack=True))
+    monkeypatch.setitem(registry.DATASETS, "toy", remote)
     dest = data.fetch("toy", dest=tmp_path / "toy", base_url=server.url + "/mirror/", progress=False)
     assert (dest / "Slide_01" / "01_1.txt").read_text() == "one"  # single top folder flattened
     assert (dest / "GT_01" / "01_1.txt").read_text() == "two"
@@ -151,8 +151,8 @@ def test_fetch_refuses_archives_escaping_the_folder(server, tmp_path, monkeypatc
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("../evil.txt", "x")
     server.files["evil.zip"] = archive.getvalue()
-    monkeypatch.setitem(download.REMOTE, "evil", download.RemoteDataset(
-        "evil", (download.RemoteFile("https://example.invalid/evil.zip", "evil.zip", unpack=True),)))
+    monkeypatch.setitem(registry.DATASETS, "evil",
+                        _toy("evil", RemoteFile("https://example.invalid/evil.zip", "evil.zip", unpack=True)))
     with pytest.raises(DataError, match="outside"):
         data.fetch("evil", dest=tmp_path / "evil", base_url=server.url, progress=False)
     assert not (tmp_path / "evil.txt").exists()
@@ -165,11 +165,14 @@ def test_fetch_unknown_and_manual_datasets():
         data.fetch("monuseg")
 
 
-def test_every_dataset_has_a_source_entry():
-    from histolean.data.status import SOURCES
-
-    assert set(download.REMOTE) == set(SOURCES)
-    for remote in download.REMOTE.values():
-        assert remote.files or remote.note  # either downloadable or says why not
-        for f in remote.files:
+def test_every_dataset_record_says_where_it_comes_from_and_how_to_get_it():
+    for name, record in registry.DATASETS.items():
+        assert record.source and record.licence and record.layout, name
+        assert record.files or record.obtain or record.derived, name  # downloadable, or says how to get it
+        for f in record.files:
             assert f.url.startswith(("https://", "http://")) and f.filename in f.url
+        assert registry.DATASETS[record.folder].name == record.folder  # a derived set names a real folder
+
+
+def _toy(name: str, *files) -> registry.Dataset:
+    return registry.Dataset(name, name, name, source="test server", licence="none", layout="any", files=files)

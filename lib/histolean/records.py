@@ -27,7 +27,6 @@ from typing import Any
 from . import atomic
 
 DATA_KINDS = ("real", "synthetic", "none")  # none: a cost-only row that touches no data
-REQUIRED = ("benchmark", "dataset", "data_kind", "model", "method")
 
 
 @cache

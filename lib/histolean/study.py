@@ -29,24 +29,9 @@ from pathlib import Path
 import yaml
 
 from . import atomic, records
+from .paths import project_root  # noqa: F401  (study.project_root: part of the runner's API)
 
 PROFILES = ("smoke", "default", "paper")
-
-
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The folder holding ``params/`` and ``notebooks/``: $HISTOLEAN_ROOT, else the
-    nearest parent of ``start`` (default: cwd) that has both, else the source checkout."""
-    if os.environ.get("HISTOLEAN_ROOT"):
-        return Path(os.environ["HISTOLEAN_ROOT"]).resolve()
-    here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "params").is_dir() and (folder / "notebooks").is_dir():
-            return folder
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "params").is_dir():
-        return checkout
-    raise FileNotFoundError(f"no params/ and notebooks/ folders in {here} or its parents; "
-                            f"run from the histolean checkout or set HISTOLEAN_ROOT")
 
 
 def load_profile(profile: str, root: str | os.PathLike | None = None) -> dict:

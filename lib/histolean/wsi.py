@@ -16,7 +16,6 @@ thread that keeps ``prefetch`` batches ahead of the consumer.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -26,7 +25,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .data.common import DataError, data_error
+from .errors import DataError, data_error
 
 
 class Slide:
@@ -140,14 +139,6 @@ class TissueMask:
     mask: np.ndarray        # bool (h, w) on a downsampled grid
     downsample: float       # level-0 pixels per mask pixel
     threshold: float        # saturation threshold used
-
-    def fraction_in(self, x: float, y: float, w: float, h: float) -> float:
-        """Fraction of tissue in a level-0 rectangle."""
-        ds = self.downsample
-        r0, r1 = int(math.floor(y / ds)), int(math.ceil((y + h) / ds))
-        c0, c1 = int(math.floor(x / ds)), int(math.ceil((x + w) / ds))
-        window = self.mask[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)]
-        return float(window.mean()) if window.size else 0.0
 
 
 def tissue_mask(slide: Slide, mask_um_per_px: float = 8.0, min_object_um2: float = 5000.0,
@@ -265,6 +256,16 @@ def read_patch(slide: Slide, x: int, y: int, patch_px: int, size: int) -> np.nda
     return region
 
 
+def cut_centred_patches(slide_path: str | os.PathLike, centres, patch_um: float = 50.0, size: int = 100,
+                        mpp: float | None = None) -> np.ndarray:
+    """``patch_um`` squares centred on level-0 ``centres`` [(x, y), ...] of one slide, each resized to
+    ``size`` px: uint8 (n, size, size, 3). ``mpp`` overrides (or supplies) the slide's microns per pixel."""
+    with open_slide(slide_path, mpp=mpp) as slide:
+        side = int(round(patch_um / slide.mpp))
+        patches = [read_patch(slide, int(x) - side // 2, int(y) - side // 2, side, size) for x, y in centres]
+    return np.stack(patches) if patches else np.zeros((0, size, size, 3), dtype=np.uint8)
+
+
 def read_region_um(slide: Slide, x_um: float, y_um: float, width_um: float, height_um: float | None = None,
                    size: int | tuple[int, int] | None = None) -> np.ndarray:
     """A region given in microns from the slide origin; ``size`` (px) resizes it, default native."""
@@ -377,4 +378,4 @@ def grid_overlay(grid: PatchGrid, max_size: int = 800, color=(20, 20, 20), tint_
 
 
 __all__ = ["DataError", "Slide", "open_slide", "TissueMask", "tissue_mask", "PatchGrid", "patch_grid",
-           "read_patch", "read_region_um", "iter_batches", "predict_slide", "slide_map", "slide_map_rgb", "grid_overlay"]
+           "read_patch", "cut_centred_patches", "read_region_um", "iter_batches", "predict_slide", "slide_map", "slide_map_rgb", "grid_overlay"]

@@ -9,9 +9,10 @@ dataset lives in ``<root>/<name>``::
     patches = data.load_patches("idc", "train", size=64) # falls back to the generator if missing
     print(data.format_status(data.dataset_status()))
 
-Modules: ``common`` (containers, image decoding, errors), ``pcam``, ``idc``, ``monuseg``,
-``tnbc``, ``crc`` (CRCHistoPhenotypes and TIL windows), ``til``, ``synthetic``,
-``status``, ``download``. Whole slides are in :mod:`histolean.wsi`.
+Modules: ``registry`` (one record per dataset: folder, source, licence, size, downloads),
+``common`` (containers, image decoding), ``pcam``, ``idc``, ``monuseg``, ``tnbc``, ``crc``
+(CRCHistoPhenotypes and TIL windows), ``til``, ``synthetic``, ``status``, ``download``.
+Whole slides are in :mod:`histolean.wsi`; the error type is :class:`histolean.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -22,18 +23,17 @@ from .common import (
     DataError, InstanceSample, PatchSet, balanced_subset, data_root, read_gray, read_rgb, resize_images,
 )
 from .crc import image_split, list_crc, load_til_windows, read_points, til_windows
-from .download import REMOTE, download_file, fetch
+from .download import download_file, fetch
 from .idc import list_idc, load_idc, pad_to_patch, patient_split
 from .monuseg import load_monuseg, parse_annotation, rasterise
 from .pcam import load_image_folder, load_pcam
-from .status import DatasetStatus, dataset_status, format_status, how_to_get
-from .synthetic import SyntheticSlide, synthetic_patch, synthetic_patches, synthetic_slide, synthetic_tile, synthetic_tiles
+from .registry import DATASETS, Dataset, how_to_get
+from .status import DatasetStatus, dataset_status, format_status
+from .synthetic import SyntheticSlide, synthetic_patch, synthetic_patches, synthetic_slide, synthetic_tile
 from .til import cut_til_patches, load_til
 from .tnbc import instances_from_mask, load_tnbc
 
 _PATCH_LOADERS = {"pcam": load_pcam, "idc": load_idc, "til": load_til, "til_windows": load_til_windows}
-_FOLDERS = {"pcam": "pcam", "idc": "idc", "til": "til", "til_windows": "crchistophenotypes"}
-NATIVE_SIZE = {"pcam": 96, "idc": 50, "til": 300, "til_windows": 100}
 SYNTHETIC_DEFAULT_N = 256
 
 
@@ -49,15 +49,16 @@ def load_patches(dataset: str, split: str, *, root=None, limit: int | None = Non
     if dataset not in _PATCH_LOADERS:
         raise ValueError(f"load_patches: unknown dataset {dataset!r}; use one of {sorted(_PATCH_LOADERS)} "
                          "(MoNuSeg and TNBC: load_monuseg / load_tnbc)")
-    folder = data_root(root) / _FOLDERS[dataset]
+    record = DATASETS[dataset]
+    folder = data_root(root) / record.folder
     if folder.is_dir() or not allow_synthetic:
         return _PATCH_LOADERS[dataset](split, root=root, limit=limit, seed=seed, size=size)
     message = (f"histolean.data: {dataset} not found at {folder}; using the procedural H&E generator "
-               f"(data_kind=synthetic). {how_to_get(_FOLDERS[dataset])}")
+               f"(data_kind=synthetic). {how_to_get(dataset)}")
     print(message)
     warnings.warn(message, stacklevel=2)
     split_offset = {"train": 0, "valid": 1, "val": 1, "test": 2}.get(split, 3)
-    patches = synthetic_patches(limit or SYNTHETIC_DEFAULT_N, size=size or NATIVE_SIZE[dataset],
+    patches = synthetic_patches(limit or SYNTHETIC_DEFAULT_N, size=size or record.patch_px,
                                 seed=seed * 10 + split_offset, dataset=dataset)
     patches.split = split
     return patches
@@ -68,6 +69,6 @@ __all__ = [
     "read_gray", "resize_images", "balanced_subset", "load_patches", "load_pcam", "load_image_folder", "load_idc",
     "list_idc", "patient_split", "pad_to_patch", "load_monuseg", "parse_annotation", "rasterise", "load_tnbc",
     "instances_from_mask", "list_crc", "read_points", "til_windows", "image_split", "load_til_windows", "load_til", "cut_til_patches",
-    "synthetic_patch", "synthetic_patches", "synthetic_tile", "synthetic_tiles", "synthetic_slide",
-    "dataset_status", "format_status", "how_to_get", "fetch", "download_file", "REMOTE",
+    "synthetic_patch", "synthetic_patches", "synthetic_tile", "synthetic_slide", "DATASETS", "Dataset",
+    "dataset_status", "format_status", "how_to_get", "fetch", "download_file",
 ]

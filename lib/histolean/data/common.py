@@ -1,4 +1,4 @@
-"""What every loader shares: the data root, the two containers, image decoding, clear errors.
+"""What every loader shares: the two containers, image decoding, the dataset folder and its error.
 
 A loader returns either a :class:`PatchSet` (classification patches with
 their labels and the patient/slide/image id of each, for grouped splits) or a
@@ -15,15 +15,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-DATA_KINDS = ("real", "synthetic")
-
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file and what to do."""
-
-
-def data_error(path: str | os.PathLike, problem: str, fix: str) -> DataError:
-    return DataError(f"{path}: {problem}. {fix}")
+# re-exported: loaders and users import them from here (data.common / histolean.data)
+from ..errors import DataError, data_error  # noqa: F401
+from ..paths import data_root  # noqa: F401
+from ..records import DATA_KINDS
+from .registry import how_to_get
 
 
 def check_listed_images(label_file: str | os.PathLike, paths) -> None:
@@ -35,29 +31,10 @@ def check_listed_images(label_file: str | os.PathLike, paths) -> None:
                          "Restore the missing images or remove their entries from the label file")
 
 
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data directory: ``root`` if given, else ``$HISTOLEAN_DATA``, else the project's ``data/``
-    (found from the working directory upwards, so notebooks running in ``notebooks/`` see it too),
-    else ``./data``."""
-    if root not in (None, ""):
-        return Path(root).expanduser()
-    env = os.environ.get("HISTOLEAN_DATA")
-    if env:
-        return Path(env).expanduser()
-    from ..study import project_root  # late import: study is not needed otherwise
-
-    try:
-        return project_root() / "data"
-    except FileNotFoundError:
-        return Path("data")
-
-
 def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     """``<root>/<name>``; raises a DataError saying how to get the data when it is absent."""
     folder = data_root(root) / name
     if not folder.is_dir():
-        from .status import how_to_get  # late import: status imports the loaders
-
         raise DataError(
             f"{folder}: dataset '{name}' not found (looked for this folder; the data root is "
             f"the root= argument, else $HISTOLEAN_DATA, else ./data). {how_to_get(name)}"
@@ -89,8 +66,9 @@ class PatchSet:
                 f"PatchSet({self.dataset}): images, labels, groups and paths differ in length "
                 f"({n}, {len(self.labels)}, {len(self.groups)}, {len(self.paths)})"
             )
-        if self.data_kind not in DATA_KINDS:
-            raise ValueError(f"PatchSet({self.dataset}): data_kind must be one of {DATA_KINDS}")
+        if self.data_kind not in DATA_KINDS or self.data_kind == "none":  # "none" is for rows without data
+            raise ValueError(f"PatchSet({self.dataset}): data_kind must be 'real' or 'synthetic', "
+                             f"got {self.data_kind!r}")
         self.labels = np.asarray(self.labels, dtype=np.int64)
         self.groups = np.asarray(self.groups, dtype=str)
 

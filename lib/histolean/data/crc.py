@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from .common import PatchSet, balanced_subset, data_error, dataset_dir, normalise_split, read_rgb, resize_images
+from .registry import DATASETS
 
 CLASSES = ("epithelial", "fibroblast", "inflammatory", "others")
 SPLITS = ("train", "valid", "test")
-DEFAULT_MPP = 0.55  # 20x scans, per the dataset paper
+DEFAULT_MPP = DATASETS["crchistophenotypes"].mpp
 
 
 @dataclass

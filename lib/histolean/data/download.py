@@ -9,9 +9,7 @@ the expected and the actual digest. Archives (.zip, .tar.*) are unpacked into a 
 folder next to the destination and moved into place; when an archive holds a single
 top-level folder, its contents go straight into the destination.
 
-Checksums: PCam md5s as published in the basveeling/pcam README; the CMU-1-Small-Region
-sha256 was computed from a byte-exact copy (git blob 1125dcd0...). Where no checksum is
-published the sha256 of the download is printed for the record.
+What to download, and the checksums, are in each dataset's record (:mod:`.registry`).
 """
 
 from __future__ import annotations
@@ -24,64 +22,14 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import atomic
 from .common import DataError, data_error, data_root
+from .registry import DATASETS, how_to_get
 
 CHUNK = 1 << 20
 USER_AGENT = "histolean-data-fetch/0.1 (+https://github.com/)"
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    url: str
-    filename: str
-    sha256: str | None = None
-    md5: str | None = None
-    unpack: bool = False
-
-
-@dataclass(frozen=True)
-class RemoteDataset:
-    name: str
-    files: tuple[RemoteFile, ...] = ()
-    note: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-_PCAM_MD5 = {  # basveeling/pcam README
-    "camelyonpatch_level_2_split_train_x.h5.gz": "1571f514728f59376b705fc836ff4b63",
-    "camelyonpatch_level_2_split_train_y.h5.gz": "35c2d7259d906cfc8143347bb8e05be7",
-    "camelyonpatch_level_2_split_valid_x.h5.gz": "d8c2d60d490dbd479f8199bdfa0cf6ec",
-    "camelyonpatch_level_2_split_valid_y.h5.gz": "60a7035772fbdb7f34eb86d4420cf66a",
-    "camelyonpatch_level_2_split_test_x.h5.gz": "d5b63470df7cfa627aeec8b9dc0c066e",
-    "camelyonpatch_level_2_split_test_y.h5.gz": "2b85f58b927af9964a4c15b8f7e8f179",
-}
-
-REMOTE: dict[str, RemoteDataset] = {
-    "pcam": RemoteDataset("pcam", tuple(
-        RemoteFile(f"https://zenodo.org/records/2546921/files/{name}?download=1", name, md5=md5)
-        for name, md5 in _PCAM_MD5.items()),
-        note="about 7.5 GB. Third-party reports say Zenodo's valid/test files were replaced in 2019; a "
-             "checksum mismatch on those names may be that, not a broken download."),
-    "idc": RemoteDataset("idc", (RemoteFile("http://andrewjanowczyk.com/wp-static/IDC_regular_ps50_idx5.zip",
-                                            "IDC_regular_ps50_idx5.zip", unpack=True),),
-                         note="about 1.6 GB; no checksum is published"),
-    "tnbc": RemoteDataset("tnbc", (RemoteFile("https://zenodo.org/records/1175282/files/TNBC_NucleiSegmentation.zip"
-                                              "?download=1", "TNBC_NucleiSegmentation.zip", unpack=True),),
-                          note="no checksum is published"),
-    "crchistophenotypes": RemoteDataset("crchistophenotypes", (RemoteFile(
-        "https://warwick.ac.uk/fac/cross_fac/tia/data/crchistolabelednucleihe/crchistophenotypes_2016_04_28.zip",
-        "crchistophenotypes_2016_04_28.zip", unpack=True),),
-        note="research use only; no checksum is published"),
-    "wsi": RemoteDataset("wsi", (RemoteFile(
-        "https://openslide.cs.cmu.edu/download/openslide-testdata/Aperio/CMU-1-Small-Region.svs",
-        "CMU-1-Small-Region.svs", sha256="ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"),)),
-    "monuseg": RemoteDataset("monuseg", note="no direct download (Google Drive links on the challenge page)"),
-    "til": RemoteDataset("til", note="clone https://github.com/SBU-BMI/u24_lymphocyte"),
-}
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -204,13 +152,12 @@ def fetch(name: str, dest: str | os.PathLike | None = None, base_url: str | None
     ``base_url`` replaces the directory part of every official URL (a mirror, or a local
     server in tests). Files already present with a matching checksum are skipped.
     """
-    from .status import how_to_get
-
-    if name not in REMOTE:
-        raise ValueError(f"fetch: unknown dataset {name!r}; known: {sorted(REMOTE)}")
-    source = REMOTE[name]
+    source = DATASETS.get(name)
+    if source is None or source.derived:
+        known = sorted(n for n, d in DATASETS.items() if not d.derived)
+        raise ValueError(f"fetch: unknown dataset {name!r}; known: {known}")
     if not source.files:
-        raise DataError(f"{name}: {source.note}. {how_to_get(name)}")
+        raise DataError(f"{name}: {source.obtain}. {how_to_get(name)}")
     dest = Path(dest) if dest is not None else data_root() / name
     dest.mkdir(parents=True, exist_ok=True)
     for remote in source.files:
@@ -227,8 +174,8 @@ def fetch(name: str, dest: str | os.PathLike | None = None, base_url: str | None
                 target.unlink()
         elif target.is_file():
             continue
-        if source.note and progress:
-            print(f"histolean.data: {name}: {source.note}")
+        if source.download_note and progress:
+            print(f"histolean.data: {name}: {source.download_note}")
         download_file(url, target, sha256=remote.sha256, md5=remote.md5, progress=progress)
         if remote.unpack:
             unpack(target, dest)

@@ -12,71 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import DataError, data_root
-
-SOURCES: dict[str, dict[str, str]] = {
-    "pcam": {
-        "title": "PatchCamelyon (Veeling et al. 2018)",
-        "source": "https://github.com/basveeling/pcam ; files on Zenodo doi:10.5281/zenodo.2546921",
-        "licence": "CC0 1.0",
-        "layout": "camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5[.gz], or <split>/<label>/*.jpg|png|tif",
-        "fetch": "yes",
-    },
-    "idc": {
-        "title": "IDC breast histopathology patches (Janowczyk & Madabhushi 2016)",
-        "source": "http://andrewjanowczyk.com/wp-static/IDC_regular_ps50_idx5.zip "
-                  "(also Kaggle paultimothymooney/breast-histopathology-images)",
-        "licence": "no explicit licence from the authors (cite Cruz-Roa 2014, Janowczyk 2016); Kaggle copy CC0 1.0",
-        "layout": "<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<0|1>.png [+ labels.csv with a split column]",
-        "fetch": "yes",
-    },
-    "monuseg": {
-        "title": "MoNuSeg 2018 (Kumar et al. 2017, 2019)",
-        "source": "https://monuseg.grand-challenge.org/Data/ (Google Drive links after sign-in)",
-        "licence": "CC BY-NC-SA 4.0",
-        "layout": "<train|test>/images/<name>.tif + <train|test>/annotations/<name>.xml",
-        "fetch": "no (manual download from the challenge page)",
-    },
-    "tnbc": {
-        "title": "TNBC nuclei segmentation (Naylor et al. 2019)",
-        "source": "https://zenodo.org/record/1175282 (TNBC_NucleiSegmentation.zip)",
-        "licence": "CC BY 4.0 (as reported on Zenodo)",
-        "layout": "Slide_XX/XX_N.png + GT_XX/XX_N.png",
-        "fetch": "yes",
-    },
-    "crchistophenotypes": {
-        "title": "CRCHistoPhenotypes (Sirinukunwattana et al. 2016)",
-        "source": "https://warwick.ac.uk/fac/cross_fac/tia/data/crchistolabelednucleihe/",
-        "licence": "research use only; cite Sirinukunwattana et al., IEEE TMI 2016",
-        "layout": "imgN/imgN.bmp + imgN/imgN_{detection,epithelial,fibroblast,inflammatory,others}.mat",
-        "fetch": "yes",
-    },
-    "til": {
-        "title": "TIL patches (Saltz et al. 2018, u24_lymphocyte)",
-        "source": "https://github.com/SBU-BMI/u24_lymphocyte (data/training_data_cnn/); full maps: "
-                  "https://doi.org/10.7937/K9/TCIA.2018.Y75F9W1 (TCIA TIL-WSI-TCGA)",
-        "licence": "BSD-3-Clause (repository); pixels from TCGA open access",
-        "layout": "<name>_{train,val,test}_data/*.png + label.txt ('<file> <0|1> <slide> <x> <y>')",
-        "fetch": "no (clone the repository)",
-    },
-    "wsi": {
-        "title": "whole-slide images (OpenSlide test data, TCGA)",
-        "source": "https://openslide.cs.cmu.edu/download/openslide-testdata/Aperio/",
-        "licence": "CMU-1 files: CC0 1.0; TCGA slides: NIH GDC open-access policy",
-        "layout": "*.svs, *.tif, *.tiff, *.ndpi, *.mrxs readable by OpenSlide",
-        "fetch": "yes (CMU-1-Small-Region.svs)",
-    },
-}
-
-
-def how_to_get(name: str) -> str:
-    src = SOURCES.get(name)
-    if src is None:
-        return f"Unknown dataset '{name}'; known: {sorted(SOURCES)}."
-    fetch = "run `histolean data fetch " + name + "`" if src["fetch"].startswith("yes") else src["fetch"]
-    return (f"{src['title']}: get it from {src['source']} (licence: {src['licence']}); expected layout "
-            f"{src['layout']}; {fetch}. Without it, benchmarks fall back to the procedural generator "
-            f"(data_kind=synthetic).")
-
+from .registry import folders, how_to_get
 
 @dataclass
 class DatasetStatus:
@@ -210,7 +146,8 @@ def dataset_status(root=None) -> list[DatasetStatus]:
     """One status per known dataset: found (where, counts per split and class) or how to get it."""
     base = data_root(root)
     out = []
-    for name, count in _COUNTERS.items():
+    for name in folders():
+        count = _COUNTERS[name]
         folder = base / name
         if not folder.is_dir():
             out.append(DatasetStatus(name, False, looked_for=folder, how_to_get=how_to_get(name)))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import wsi
 from .common import PatchSet, balanced_subset, check_listed_images, data_error, dataset_dir, normalise_split, read_rgb, resize_images
 
 SPLITS = ("train", "valid", "test")
@@ -75,8 +76,6 @@ def cut_til_patches(label_file: str | Path, slide_dir: str | Path, patch_um: flo
     (x, y), resized to ``size``. Slides are looked up by the file name in the label file inside
     ``slide_dir``; ``mpp`` overrides slides that lack it. ``groups`` is the slide name.
     """
-    from .. import wsi
-
     label_file, slide_dir = Path(label_file), Path(slide_dir)
     if not label_file.is_file():
         raise data_error(label_file, "label file does not exist", "Point to a '<file> <0|1> <slide> <x> <y>' list")
@@ -88,12 +87,9 @@ def cut_til_patches(label_file: str | Path, slide_dir: str | Path, patch_um: flo
         slide_path = slide_dir / slide_name
         if not slide_path.is_file():
             raise data_error(slide_path, f"slide named in {label_file} is missing", "Put the slide in slide_dir")
-        with wsi.open_slide(slide_path, mpp=mpp) as slide:
-            side = int(round(patch_um / slide.mpp))
-            for r in (r for r in rows if r["slide"] == slide_name):
-                x, y = r["xy"]
-                images.append(wsi.read_patch(slide, x - side // 2, y - side // 2, side, size))
-                labels.append(r["label"])
-                groups.append(slide_name)
-                paths.append(f"{slide_path}#x{x}_y{y}")
+        mine = [r for r in rows if r["slide"] == slide_name]
+        images.extend(wsi.cut_centred_patches(slide_path, [r["xy"] for r in mine], patch_um, size, mpp))
+        labels.extend(r["label"] for r in mine)
+        groups.extend([slide_name] * len(mine))
+        paths.extend(f"{slide_path}#x{r['xy'][0]}_y{r['xy'][1]}" for r in mine)
     return PatchSet(np.stack(images), np.asarray(labels), np.asarray(groups), paths, "til", "real", "all")

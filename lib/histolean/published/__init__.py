@@ -29,6 +29,3 @@ def table(paper: str, name: str) -> list[dict]:
         known = {p: sorted(t) for p, t in papers().items()}
         raise KeyError(f"no published table {paper!r}/{name!r}; known: {known}") from None
 
-
-def source(paper: str, name: str) -> str:
-    return papers()[paper][name].get("source", "")
