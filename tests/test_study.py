@@ -196,3 +196,19 @@ def test_recorder_validates_and_writes_valid_json(tmp_path):
     rec.add(dataset="d", data_kind="real", model="m", method="x", metrics={"auc": np.float32(0.5), "nan": float("nan")})
     row = records.read_rows(tmp_path, "b")[0]
     assert row["metrics"] == {"auc": 0.5, "nan": None}
+
+
+def test_a_profile_key_the_notebook_does_not_declare_is_an_error_before_anything_runs(project):
+    (project / "params" / "smoke.yaml").write_text(
+        "seed: 0\nbenchmarks:\n  alpha: {value: 1}\n  beta: {valeu: 2}\n")
+    with pytest.raises(ValueError, match=r"'beta'.*\['valeu'\].*beta\.ipynb.*declares \[.*'sleep_s'.*'value'\]"):
+        study.run("smoke", root=project, progress=False)
+    assert not (project / "outputs" / "smoke" / "results").exists()  # alpha, listed first, did not run either
+
+
+def test_the_runner_talks_to_the_kernel_without_the_tcp_warning(project, capfd):
+    (project / "params" / "smoke.yaml").write_text("seed: 0\nbenchmarks:\n  alpha: {value: 1}\n")
+    [outcome] = study.run("smoke", root=project, progress=False)
+    assert outcome.status == "ok", outcome.error
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.out + captured.err

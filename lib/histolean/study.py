@@ -166,11 +166,35 @@ def is_complete(out: Path, benchmark: str, fp: str) -> bool:
     return (out / "results" / f"{benchmark}.jsonl").exists()
 
 
+def check_parameters(benchmark: str, notebook: Path, parameters: dict) -> None:
+    """Every parameter the runner injects must be declared in the notebook's ``parameters`` cell:
+    papermill would add an unknown key in a cell of its own, and a typo would silently run the default."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(notebook))
+    unknown = [key for key in parameters if key not in declared]
+    if unknown:
+        raise ValueError(
+            f"benchmark {benchmark!r}: parameter(s) {unknown} are not declared in the parameters cell of "
+            f"{notebook} (it declares {sorted(declared) or 'nothing: is its first code cell tagged parameters?'}). "
+            f"Fix the key in params/*.yaml, or declare it with its smoke value in the notebook's parameters cell")
+
+
 def _kernel_name() -> str:
     """The project's 'histolean' kernel when registered (make does it), else python3."""
     from jupyter_client.kernelspec import find_kernel_specs
 
     return "histolean" if "histolean" in find_kernel_specs() else "python3"
+
+
+def _local_kernel() -> dict:
+    """Talk to the kernel over a local (unix) socket: over TCP every kernel start logs "Kernel is running
+    over TCP without encryption", once per notebook in the study's output. Windows has TCP only."""
+    if os.name != "posix":
+        return {}
+    from traitlets.config import Config
+
+    return {"config": Config({"KernelManager": {"transport": "ipc"}})}
 
 
 def _error_text(err: Exception) -> str:
@@ -204,7 +228,7 @@ def run_benchmark(benchmark: str, cfg: dict, root: Path, out: Path, force: bool 
         try:
             pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name=_kernel_name(),
                                 cwd=str(notebook.parent), progress_bar=False,
-                                execution_timeout=int(cfg["cell_timeout_s"]))
+                                execution_timeout=int(cfg["cell_timeout_s"]), **_local_kernel())
         except Exception as err:  # recorded, the study goes on with the next benchmark
             error = _error_text(err)
             if not tmp.exists() or tmp.stat().st_size == 0:
@@ -244,6 +268,10 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
             raise ValueError(f"unknown benchmark(s) {unknown} for profile {profile!r}; known: {names}")
         names = [n for n in names if n in only]
     out = Path(out) if out is not None else output_dir(profile, root)
+    for name in names:  # before anything runs: a typo in a profile must not cost a half-finished study
+        notebook = notebook_path(root, name)
+        if notebook.exists():
+            check_parameters(name, notebook, benchmark_parameters(name, cfg, out, data_root))
     outcomes = []
     bar = tqdm(names, desc=f"study [{profile}]", unit="notebook", disable=not progress)
     for name in bar:
