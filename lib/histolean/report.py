@@ -16,13 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import atomic, published, records, study
+from . import atomic, mathml, published, records, study
 
 # Which paper's published tables belong beside which benchmark.
 BENCHMARK_PAPERS = {
     "nar_cost": ["nar"],
     "resrep": ["resrep"],
     "streaming_sgd": ["streaming"],
+    "til_nar_resrep": ["nar"],
+    "monuseg_pruning": ["pruning"],
+    "pcam_idc_zoo": ["zoo"],
+    "til_maps": ["nar"],
 }
 
 _CSS = """
@@ -83,6 +87,10 @@ def _fmt(val) -> str:
 
 
 def published_tables(paper: str) -> str:
+    """The paper's published tables; a paper without a file yet gets a note, not an error."""
+    if paper not in published.papers():
+        return (f"<p class='muted'>No published numbers for paper <code>{html.escape(paper)}</code> yet "
+                f"(lib/histolean/published/{html.escape(paper)}.yaml is missing).</p>")
     parts = []
     for name, table in (published.papers().get(paper) or {}).items():
         if not isinstance(table, dict) or "rows" not in table:
@@ -110,15 +118,29 @@ def _notebook_intro(notebook: Path) -> str:
     """The first markdown cell of the benchmark notebook: what it measures."""
     if not notebook.exists():
         return ""
-    import mistune  # nbconvert's markdown renderer
-
     nb = json.loads(notebook.read_text(encoding="utf-8"))
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "markdown":
             text = "".join(cell.get("source", "")).strip()
             body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))  # the title is ours
-            return mistune.html(html.escape(body, quote=False))
+            return markdown_html(body)
     return ""
+
+
+def markdown_html(text: str) -> str:
+    """Notebook markdown as HTML: raw HTML escaped, ``$...$`` / ``$$...$$`` math as MathML (offline)."""
+    import mistune  # nbconvert's markdown renderer
+
+    def math(renderer, tex: str, display: bool = False) -> str:
+        try:
+            return mathml.to_mathml(tex, display)
+        except mathml.UnsupportedTeX:  # shown as its source, never dropped
+            return f"<code>{html.escape(('$$' if display else '$') + tex + ('$$' if display else '$'))}</code>"
+
+    md = mistune.create_markdown(escape=True, plugins=["math"])
+    md.renderer.register("inline_math", math)
+    md.renderer.register("block_math", lambda renderer, tex: math(renderer, tex, display=True))
+    return md(text)
 
 
 def build(profile: str = "default", root: str | os.PathLike | None = None,
