@@ -9,7 +9,7 @@ PROFILE ?= default
 HISTOLEAN_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export HISTOLEAN_DATA
 
-.PHONY: study test smoke lab report env clean-outputs
+.PHONY: study test test-fast smoke lab report env clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# unit tests only (no notebook runs): a couple of minutes
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not notebook"
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

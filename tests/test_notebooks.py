@@ -36,3 +36,26 @@ def test_notebook_runs_on_smoke_profile(benchmark, smoke_run):
         assert row["data_kind"] in records.DATA_KINDS
     page = report.build("smoke", root=REPO, out=smoke_out).read_text()
     assert f"id='{benchmark}'" in page
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb")))
+def test_notebook_runs_as_a_user_opens_it(notebook, tmp_path):
+    """nbval (``--nbval-lax``): every cell runs, top to bottom, with the parameters cell as written (the
+    smoke values), as Run All in JupyterLab does. A copy runs in a temporary folder, so its outputs
+    (``../outputs/interactive``) land there, not in the repository."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "notebooks").mkdir()
+    copy = tmp_path / "notebooks" / notebook
+    shutil.copy(REPO / "notebooks" / notebook, copy)
+    repo_outputs = sorted((REPO / "outputs" / "interactive").rglob("*"))
+    env = {**os.environ, "HISTOLEAN_ROOT": str(REPO)}  # params/ of the checkout; outputs stay in tmp_path
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+                           "--nbval-cell-timeout", "900", str(copy)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert list((tmp_path / "outputs" / "interactive" / "results").glob("*.jsonl")), "the notebook recorded no rows"
+    assert sorted((REPO / "outputs" / "interactive").rglob("*")) == repo_outputs, "nbval wrote into the repository"
