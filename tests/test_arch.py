@@ -15,6 +15,7 @@ def keras_resnet50v2():
     return keras.applications.ResNet50V2(weights=None, classes=2, input_shape=(240, 240, 3))
 
 
+@pytest.mark.slow  # seconds on an idle 2-core CPU, more under load
 def test_resnet50v2_params_equal_keras(keras_resnet50v2):
     ours = arch.resnet50v2(num_classes=2)
     keras_counts = flops.keras_param_counts(keras_resnet50v2)
@@ -26,6 +27,7 @@ def test_resnet50v2_params_equal_keras(keras_resnet50v2):
     assert flops.count_params(net, include_bn_stats=True) == keras_counts["total"]
 
 
+@pytest.mark.slow  # seconds on an idle 2-core CPU, more under load
 def test_resnet50v2_flops_equal_keras_layout(keras_resnet50v2):
     # Same formula on the Keras model's own layer shapes: equal only if strides/paddings match Keras.
     assert flops.flop_count(arch.resnet50v2(input_size=240)) == flops.keras_flop_count(keras_resnet50v2)
@@ -82,6 +84,7 @@ def _slim(spec):
                                   _slim(arch.resnet34(input_size=64)), _slim(arch.inception_v4(input_size=107)),
                                   arch.small_cnn("b2"), arch.small_cnn("b6"),
                                   arch.small_cnn("tiny", input_size=32)], ids=lambda s: s.name)
+@pytest.mark.slow  # seconds on an idle 2-core CPU, more under load
 def test_every_network_runs_and_fx_traces(spec):
     net = models.build(spec, seed=0).eval()
     x = torch.randn(2, spec.in_channels, spec.input_size, spec.input_size)

@@ -11,6 +11,7 @@ STEP = "histolean.streaming:training_step"
 SMALL_NET = {"channels": [4, 8, 16, 32, 64]}
 
 
+@pytest.mark.slow  # seconds on an idle 2-core CPU, more under load
 def test_fresh_process_measures_a_known_allocation():
     res = bench.measure_isolated("histolean.bench:calibration_step", {"megabytes": 128})
     assert res["status"] == "ok", res
@@ -29,6 +30,7 @@ def test_in_process_measurement_and_timing():
     assert len(m["times_s"]) == 2 and m["time_s"] > 0
 
 
+@pytest.mark.slow  # seconds on an idle 2-core CPU, more under load
 def test_failures_are_reported_not_raised():
     res = bench.measure_isolated("histolean.bench:no_such_factory")
     assert res["status"] == "failed" and "no_such_factory" in res["error"]
@@ -39,6 +41,7 @@ def test_failures_are_reported_not_raised():
         bench.measure_isolated("histolean.bench.calibration_step")
 
 
+@pytest.mark.slow  # seconds on an idle 2-core CPU, more under load
 def test_streaming_step_memory_is_bounded_by_the_tile():
     """Quadrupling the image barely moves the streaming peak; the conventional peak is far above it."""
     stream_small = bench.measure_isolated(STEP, {"image_size": 512, "tile_size": 256, **SMALL_NET})

@@ -163,6 +163,7 @@ def test_idc_generated_patient_folders_split_by_patient(tmp_path):
 
 
 # MoNuSeg ----------------------------------------------------------------------------------------
+@pytest.mark.slow  # seconds on an idle 2-core CPU, more under load
 def test_monuseg_real_instances_equal_polygon_regions(real_data):
     # The 10 training tiles hold the 2-vertex Region and the XML without a pixel size;
     # `histolean data status` counts all 24 (tests/test_data_status.py). Rasterising is ~0.4 s a tile.

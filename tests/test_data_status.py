@@ -12,6 +12,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HISTOLEAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.mark.slow  # seconds on an idle 2-core CPU, more under load
 def test_status_of_the_real_subsets(real_data):
     statuses = {s.name: s for s in data.dataset_status(real_data)}
     assert all(s.found for s in statuses.values()), [s.name for s in statuses.values() if not s.found]
