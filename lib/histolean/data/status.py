@@ -138,6 +138,10 @@ def _status_wsi(folder: Path, st: DatasetStatus) -> None:
             st.notes.append(f"{p.name}: OpenSlide cannot open it ({exc})")
 
 
+def _no_counts(folder: Path, st: DatasetStatus) -> None:
+    st.notes.append("found; no counter for this dataset yet")
+
+
 _COUNTERS = {"pcam": _status_pcam, "idc": _status_idc, "monuseg": _status_monuseg, "tnbc": _status_tnbc,
              "crchistophenotypes": _status_crc, "til": _status_til, "wsi": _status_wsi}
 
@@ -147,7 +151,7 @@ def dataset_status(root=None) -> list[DatasetStatus]:
     base = data_root(root)
     out = []
     for name in folders():
-        count = _COUNTERS[name]
+        count = _COUNTERS.get(name, _no_counts)
         folder = base / name
         if not folder.is_dir():
             out.append(DatasetStatus(name, False, looked_for=folder, how_to_get=how_to_get(name)))
