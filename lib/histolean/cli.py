@@ -13,10 +13,20 @@ import sys
 
 
 def _cmd_run(args) -> int:
-    from . import report, study
+    from . import distributed, report, study
 
-    outcomes = study.run(args.profile, only=args.only, force=args.force, data_root=args.data,
-                         scheduler=args.scheduler)
+    if distributed.launched():   # under torchrun: every rank runs the notebooks, their fits data-parallel
+        from . import study_torchrun
+
+        if args.scheduler:
+            raise ValueError("--scheduler under torchrun: use one or the other (Dask fans notebooks out over "
+                             "workers; torchrun runs each notebook on all its ranks)")
+        outcomes = study_torchrun.run(args.profile, only=args.only, force=args.force, data_root=args.data)
+        if not distributed.is_main():
+            return 1 if any(o.status == "failed" for o in outcomes) else 0
+    else:
+        outcomes = study.run(args.profile, only=args.only, force=args.force, data_root=args.data,
+                             scheduler=args.scheduler)
     failed = [o for o in outcomes if o.status == "failed"]
     if not args.no_report:
         path = report.build(args.profile, data_root=args.data)
