@@ -77,7 +77,8 @@ class Recorder:
 
     Creating a Recorder starts a fresh results file and removes the benchmark's old
     figures: a re-executed notebook replaces its outputs instead of adding to them.
-    In a data-parallel run (torchrun) only rank 0 touches files; the others keep ``rows``.
+    In a data-parallel run (torchrun) only rank 0 touches files; every rank keeps ``rows``
+    (a notebook reads its own rows from there, not from the file).
     """
 
     def __init__(self, benchmark: str, output_dir: str | os.PathLike, *, profile: str, seed: int = 0):

@@ -30,7 +30,10 @@ NORM_STD = 0.5
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else CPU; no code change needed between the two."""
+    """CUDA when present, else CPU; no code change needed between the two.
+    Under torchrun each rank's own GPU (LOCAL_RANK), also before ``fit`` joins the ranks."""
+    if torch.cuda.is_available() and distributed.launched():
+        return torch.device("cuda", distributed.local_rank())
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
