@@ -125,6 +125,7 @@ def test_map_variants_local_and_on_the_cluster(dask_cluster):
     assert cluster.map_variants(times10, range(8), address, on_done=lambda i, r: seen.append((i, r))) \
         == [10 * i for i in range(8)]
     assert sorted(seen) == [(i, 10 * i) for i in range(8)]
+    assert cluster.map_variants(lambda v: v * 3, [1, 2], address) == [3, 6]   # a notebook's own function travels
     for scheduler in (None, address):
         out = cluster.map_variants(math.sqrt, [4, -1, 9], scheduler, return_exceptions=True)
         assert out[0] == 2 and out[2] == 3 and isinstance(out[1], ValueError)

@@ -6,9 +6,10 @@ own independent variants (models, seeds, settings)::
 
     results = cluster.map_variants(train_one, variants, scheduler=scheduler)   # scheduler=None: a local loop
 
-On a cluster, ``fn`` and the items travel to the workers by pickle: use a
-module-level function (``functools.partial`` for fixed arguments). The workers
-must run the same code and see the same files (a shared file system) as the caller.
+On a cluster, ``fn`` and the items travel to the workers by cloudpickle: a
+function defined in a notebook cell works, as long as the modules it uses are
+importable there. The workers must run the same code and see the same files (a
+shared file system) as the caller.
 Caveat: a task that waits on tasks of its own (a notebook mapping its variants
 while it occupies a worker) needs workers to spare, or it waits for ever.
 """

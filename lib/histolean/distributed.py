@@ -104,7 +104,12 @@ def wrap(model, device):
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if device.type != "cuda":
+        return DistributedDataParallel(model)
+    import torch
+
+    return DistributedDataParallel(model, device_ids=[device.index if device.index is not None
+                                                      else torch.cuda.current_device()])
 
 
 def _sharded_sampler_class():
