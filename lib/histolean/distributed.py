@@ -17,6 +17,7 @@ Torch is imported lazily: ``records`` asks :func:`is_main` without paying for it
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import sys
 
@@ -112,7 +113,9 @@ def wrap(model, device):
                                                       else torch.cuda.current_device()])
 
 
-def _sharded_sampler_class():
+@functools.cache
+def _unpadded_sampler_class():
+    """Defined on first use: importing this module must not import torch (records uses it)."""
     from torch.utils.data import DistributedSampler
 
     class UnpaddedDistributedSampler(DistributedSampler):
@@ -154,11 +157,11 @@ def shard_loader(loader, *, train: bool, seed: int = 0, name: str = "loader"):
         sampler = DistributedSampler(loader.dataset, num_replicas=n, rank=rank(),
                                      shuffle=isinstance(loader.sampler, RandomSampler), seed=seed)
     else:
-        sampler = _sharded_sampler_class()(loader.dataset, num_replicas=n, rank=rank(), shuffle=False)
+        sampler = _unpadded_sampler_class()(loader.dataset, num_replicas=n, rank=rank(), shuffle=False)
     workers = loader.num_workers
     return DataLoader(loader.dataset, batch_size=batch, sampler=sampler, num_workers=workers,
                       collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-                      worker_init_fn=loader.worker_init_fn, timeout=loader.timeout,
+                      worker_init_fn=loader.worker_init_fn, timeout=loader.timeout, generator=loader.generator,
                       persistent_workers=loader.persistent_workers if workers else False,
                       prefetch_factor=loader.prefetch_factor if workers else None)
 
