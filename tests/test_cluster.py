@@ -117,8 +117,9 @@ def test_study_over_dask_matches_local_records_failures_and_resumes(project, das
     assert _executions(remote_out)[-1][0] == "beta" and _executions(remote_out)[-1][1] in worker_pids
 
 
-def test_map_variants_local_and_on_the_cluster(dask_cluster):
-    address, _ = dask_cluster
+def test_map_variants_local_and_on_the_cluster(dask_cluster, monkeypatch):
+    address, worker_pids = dask_cluster
+    monkeypatch.delenv(cluster.SCHEDULER_ENV, raising=False)
     times10 = functools.partial(operator.mul, 10)
     seen = []
     assert cluster.map_variants(times10, [1, 2, 3]) == [10, 20, 30]
@@ -126,6 +127,9 @@ def test_map_variants_local_and_on_the_cluster(dask_cluster):
         == [10 * i for i in range(8)]
     assert sorted(seen) == [(i, 10 * i) for i in range(8)]
     assert cluster.map_variants(lambda v: v * 3, [1, 2], address) == [3, 6]   # a notebook's own function travels
+    assert cluster.map_variants(lambda _: os.getpid(), [0, 1]) == [os.getpid()] * 2
+    monkeypatch.setenv(cluster.SCHEDULER_ENV, address)    # no scheduler named: the environment's
+    assert set(cluster.map_variants(lambda _: os.getpid(), [0, 1])) <= worker_pids
     for scheduler in (None, address):
         out = cluster.map_variants(math.sqrt, [4, -1, 9], scheduler, return_exceptions=True)
         assert out[0] == 2 and out[2] == 3 and isinstance(out[1], ValueError)

@@ -4,7 +4,11 @@ The study uses it to send each benchmark notebook to a worker as one task
 (``histolean run --scheduler tcp://head:8786``); a notebook can use it for its
 own independent variants (models, seeds, settings)::
 
-    results = cluster.map_variants(train_one, variants, scheduler=scheduler)   # scheduler=None: a local loop
+    results = cluster.map_variants(train_one, variants)   # on $HISTOLEAN_SCHEDULER if set, else a loop
+
+``HISTOLEAN_SCHEDULER=tcp://head:8786 histolean run --profile paper`` then runs the
+notebooks here, one at a time, and their variants on the cluster; the address
+is no parameter, so it changes no fingerprint and no result.
 
 On a cluster, ``fn`` and the items travel to the workers by cloudpickle: a
 function defined in a notebook cell works, as long as the modules it uses are
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 CONNECT_TIMEOUT_S = 30
+SCHEDULER_ENV = "HISTOLEAN_SCHEDULER"   # where map_variants sends tasks when no scheduler is named
 
 
 @contextlib.contextmanager
@@ -60,7 +65,8 @@ _CANCELLED = (concurrent.futures.CancelledError, asyncio.CancelledError)
 
 def map_variants(fn: Callable, items: Iterable, scheduler=None, *, return_exceptions: bool = False,
                  on_done: Callable | None = None) -> list:
-    """``[fn(item) for item in items]``: a local loop, or one Dask task per item on ``scheduler``.
+    """``[fn(item) for item in items]``: a local loop, or one Dask task per item on ``scheduler``
+    (an address, a scheduler file or a Client; None: ``$HISTOLEAN_SCHEDULER`` when set).
 
     Results come back in the order of ``items``. ``on_done(item, result)`` runs as each one
     finishes (in finishing order on a cluster), e.g. to record a row at once. An exception
@@ -68,6 +74,8 @@ def map_variants(fn: Callable, items: Iterable, scheduler=None, *, return_except
     then it takes that item's place in the list and the others go on.
     """
     items = list(items)
+    if scheduler is None:
+        scheduler = os.environ.get(SCHEDULER_ENV) or None
     if scheduler is None:
         results = []
         for item in items:
