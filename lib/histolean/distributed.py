@@ -87,13 +87,6 @@ def init(backend: str | None = None) -> bool:
     return True
 
 
-def device():
-    """This rank's device: its own GPU (LOCAL_RANK) when there are GPUs, else the CPU."""
-    import torch
-
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-
-
 def wrap(model, device):
     """``model`` in DistributedDataParallel when distributed, else ``model`` itself.
 

@@ -173,25 +173,23 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
         on_step_end: Callable | None = None, seed: int = 0, desc: str = "train") -> FitResult:
     """Train ``model`` and restore its best weights (by ``monitor`` on ``val_loader``).
 
+    Under ``torchrun --nproc_per_node=N`` the same call trains data-parallel
+    (see :mod:`histolean.distributed`): the loaders' batch size stays the global
+    batch, metrics cover all ranks' samples, only rank 0 saves the checkpoint.
+
     ``monitor`` is 'val_auc', 'val_accuracy' (higher is better) or 'val_loss'
     (lower is better); without a validation loader the last epoch is kept.
     ``after_backward(model, step)`` runs between ``loss.backward()`` and the
     optimiser step (ResRep resets gradients there); ``on_step_end(model, step)``
     after it. The best weights live in memory and, when ``checkpoint_path`` is
     given, on disk too.
-
-    Under ``torchrun --nproc_per_node=N`` the same call trains data-parallel
-    (see :mod:`histolean.distributed`): the loaders' batch size stays the global
-    batch, metrics cover all ranks' samples, only rank 0 saves the checkpoint.
     """
     from tqdm.auto import tqdm
 
     seed_everything(seed)
-    in_group = distributed.init()
-    if device is None:
-        device = distributed.device() if in_group else default_device()
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else default_device()
     model.to(device)
+    distributed.init()   # joins the ranks under torchrun; nothing otherwise
     net = distributed.wrap(model, device)   # DDP when distributed; `model` itself otherwise
     train_loader = distributed.shard_loader(train_loader, train=True, seed=seed, name="train_loader")
     if val_loader is not None:
