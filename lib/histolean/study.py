@@ -261,9 +261,9 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
             raise ValueError(f"unknown benchmark(s) {unknown} for profile {profile!r}; known: {names}")
         names = [n for n in names if n in only]
     out = Path(out) if out is not None else output_dir(profile, root)
-    if scheduler or cfg.get("scheduler"):
-        return _run_on_cluster(names, cfg, root, out, scheduler or cfg["scheduler"], force, data_root, progress)
     outcomes = []
+    if scheduler or cfg.get("scheduler"):   # each notebook as one task on a Dask cluster
+        return _run_on_cluster(names, cfg, root, out, scheduler or cfg["scheduler"], force, data_root, progress)
     bar = tqdm(names, desc=f"study [{profile}]", unit="notebook", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
