@@ -13,6 +13,7 @@ group lives as long as its kernel.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import socket
@@ -20,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 from . import study
+
+RUNNER_TIMEOUT_CELLS = 20   # the runners wait for the other ranks up to this many cell timeouts
 
 
 def _free_port() -> int:
@@ -33,11 +36,14 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     """``study.run`` for one rank of a torchrun launch; every rank gets the same outcomes."""
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")   # the runners' own group: decisions, ports, outcomes
-    rank, world = dist.get_rank(), dist.get_world_size()
     root = study.project_root(root)
     cfg = study.load_profile(profile, root)
+    if not dist.is_initialized():
+        # the runners' own group (decisions, ports, outcomes); a rank may wait for the others to finish
+        # a notebook, so for as long as a notebook may run, not gloo's default 30 minutes
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=RUNNER_TIMEOUT_CELLS * float(
+            cfg["cell_timeout_s"])))
+    rank, world = dist.get_rank(), dist.get_world_size()
     names = [n for n in cfg["benchmarks"] if not only or n in only]
     unknown = sorted(set(only or ()) - set(cfg["benchmarks"]))
     if unknown:
@@ -72,7 +78,7 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         failed = [(r, err) for r, (status, err) in enumerate(every) if status == "failed"]
         if failed:   # one rank's failure fails the benchmark, with every failing rank's error
             error = "; ".join(f"rank {r}: {err}" for r, err in failed)
-            if rank == 0 and outcome.status == "ok":
+            if rank == 0 and outcome.status == "ok":   # its manifest says ok: overwrite it
                 study._record_failure(out, name, "", outcome.seconds, error)
             outcome = study.Outcome(name, "failed", outcome.seconds, error)
         outcomes.append(outcome)
