@@ -50,15 +50,18 @@ def test_study_under_torchrun(tmp_path):
     (tmp_path / "params").mkdir()
     for name in ("first", "second"):   # two benchmarks: the second one's kernels need a fresh rendezvous
         _notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + FIT)
+    # one rank failing fails the benchmark (rank 0's own run went well here)
+    _notebook(tmp_path / "notebooks" / "lopsided.ipynb",
+              "import os\nif os.environ['RANK'] == '1': raise RuntimeError('rank one ran out of memory')")
     (tmp_path / "params" / "smoke.yaml").write_text("seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  first: {}\n"
-                                                    "  second: {}\n")
+                                                    "  lopsided: {}\n  second: {}\n")
     env = {**os.environ, "HISTOLEAN_ROOT": str(tmp_path), "HISTOLEAN_LIBRARY_FINGERPRINT": "pinned",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "histolean.cli", "run", "--profile", "smoke", "--no-report"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "2 ran, 0 already complete, 0 failed" in done.stdout   # printed once, by rank 0
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.count("2 ran, 0 already complete, 1 failed: lopsided") == 1   # printed by rank 0 alone
 
     out = tmp_path / "outputs" / "smoke"
     log = sorted((tmp_path / "executions.log").read_text().split())
@@ -67,5 +70,7 @@ def test_study_under_torchrun(tmp_path):
         [row] = records.read_rows(out, name)                          # one set of rows, from rank 0
         assert row["world_size"] == 2 and row["metrics"]["val_n"] == 45   # metrics over both ranks' samples
         assert study.read_manifest(out, name)["status"] == "ok"
-    assert sorted(p.name for p in (out / "notebooks").iterdir()) == ["first.ipynb", "second.ipynb"]
+    assert sorted(p.name for p in (out / "notebooks").iterdir()) == ["first.ipynb", "lopsided.ipynb", "second.ipynb"]
+    lopsided = study.read_manifest(out, "lopsided")
+    assert lopsided["status"] == "failed" and "rank 1: RuntimeError: rank one ran out of memory" in lopsided["error"]
 
