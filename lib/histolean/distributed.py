@@ -147,6 +147,8 @@ def shard_loader(loader, *, train: bool, seed: int = 0, name: str = "loader"):
             raise ValueError(f"{name}: the global batch size {batch} is not divisible by the {n} processes; "
                              f"use a multiple of {n}")
         batch //= n
+        if hasattr(loader.dataset, "reseed"):   # each rank its own augmentation draws, not n copies of one
+            loader.dataset.reseed([seed, rank()])
         sampler = DistributedSampler(loader.dataset, num_replicas=n, rank=rank(),
                                      shuffle=isinstance(loader.sampler, RandomSampler), seed=seed)
     else:
