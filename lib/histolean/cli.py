@@ -1,6 +1,6 @@
 """The ``histolean`` command: run the study, build its report, inspect and fetch data.
 
-    histolean run [--profile P] [--only NAME ...] [--force]
+    histolean run [--profile P] [--only NAME ...] [--force] [--scheduler ADDRESS]
     histolean report [--profile P]
     histolean data status
     histolean data fetch NAME [--dest DIR] [--url-base URL]
@@ -13,9 +13,20 @@ import sys
 
 
 def _cmd_run(args) -> int:
-    from . import report, study
+    from . import distributed, report, study
 
-    outcomes = study.run(args.profile, only=args.only, force=args.force, data_root=args.data)
+    if distributed.launched():   # under torchrun: every rank runs the notebooks, their fits data-parallel
+        from . import study_torchrun
+
+        if args.scheduler:
+            raise ValueError("--scheduler under torchrun: use one or the other (Dask fans notebooks out over "
+                             "workers; torchrun runs each notebook on all its ranks)")
+        outcomes = study_torchrun.run(args.profile, only=args.only, force=args.force, data_root=args.data)
+        if not distributed.is_main():
+            return 1 if any(o.status == "failed" for o in outcomes) else 0
+    else:
+        outcomes = study.run(args.profile, only=args.only, force=args.force, data_root=args.data,
+                             scheduler=args.scheduler)
     failed = [o for o in outcomes if o.status == "failed"]
     if not args.no_report:
         path = report.build(args.profile, data_root=args.data)
@@ -55,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run benchmarks that are already complete")
     run.add_argument("--data", default=None, help="data root (default: $HISTOLEAN_DATA, else ./data)")
     run.add_argument("--no-report", action="store_true", help="do not rebuild report.html afterwards")
+    run.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="run each notebook as a task on this Dask cluster (tcp://host:8786 or a scheduler "
+                          "file); outputs/ must be on a path the workers share")
     run.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", help="build outputs/<profile>/report.html")
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ConnectionError) as err:
         # Errors of ours already name the file and the fix; no traceback for them.
         print(f"histolean: error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ Benchmark notebooks record what they measured with a :class:`Recorder`::
 Every row also gets the profile, seed, device, library versions and a time
 stamp. The results file is rewritten atomically on every ``add``, so it is
 always complete and valid JSON lines, even if the notebook dies midway.
+Under torchrun every rank records the same rows but only rank 0 writes them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import atomic
+from . import atomic, distributed
 
 DATA_KINDS = ("real", "synthetic", "none")  # none: a cost-only row that touches no data
 
@@ -75,6 +76,8 @@ class Recorder:
 
     Creating a Recorder starts a fresh results file and removes the benchmark's old
     figures: a re-executed notebook replaces its outputs instead of adding to them.
+    In a data-parallel run (torchrun) only rank 0 touches files; every rank keeps ``rows``
+    (a notebook reads its own rows from there, not from the file).
     """
 
     def __init__(self, benchmark: str, output_dir: str | os.PathLike, *, profile: str, seed: int = 0):
@@ -85,6 +88,9 @@ class Recorder:
         self.rows: list[dict] = []
         self.results_path = self.output_dir / "results" / f"{benchmark}.jsonl"
         self.figures_dir = self.output_dir / "figures"
+        self.writes = distributed.is_main()
+        if not self.writes:
+            return
         # a fresh run replaces the benchmark's figures too: none of an earlier run may linger
         for old in self.figures_dir.glob(f"{benchmark}__*.png"):
             old.unlink()
@@ -102,6 +108,7 @@ class Recorder:
             **fields,
             "profile": self.profile, "seed": seed,
             "device": device_description(), "versions": library_versions(),
+            **({"world_size": distributed.world_size()} if distributed.world_size() > 1 else {}),
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         row = _jsonable(row)
@@ -112,12 +119,15 @@ class Recorder:
     def save_figure(self, fig, name: str, dpi: int = 120) -> Path:
         """Save a matplotlib figure as ``figures/<benchmark>__<name>.png`` (atomically)."""
         target = self.figures_dir / f"{self.benchmark}__{name}.png"
+        if not self.writes:
+            return target
         with atomic.atomic_path(target) as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
         return target
 
     def _flush(self) -> None:
-        atomic.write_text(self.results_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows))
+        if self.writes:
+            atomic.write_text(self.results_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows))
 
 
 def read_rows(output_dir: str | os.PathLike, benchmark: str | None = None) -> list[dict]:

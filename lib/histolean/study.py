@@ -18,6 +18,7 @@ never mistaken for a finished one.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -254,9 +255,10 @@ def _record_failure(out, benchmark, fp, seconds, error, started=None) -> Outcome
 
 def run(profile: str = "default", only: list[str] | None = None, force: bool = False,
         root: str | os.PathLike | None = None, data_root: str | None = None,
-        progress: bool = True, out: str | os.PathLike | None = None) -> list[Outcome]:
+        progress: bool = True, out: str | os.PathLike | None = None, scheduler: str | None = None) -> list[Outcome]:
     """Run the study's benchmarks for ``profile`` (all, or ``only`` these) into
-    ``out`` (default ``outputs/<profile>``)."""
+    ``out`` (default ``outputs/<profile>``). With ``scheduler`` (or a ``scheduler:``
+    key in the profile), each benchmark runs as a task on that Dask cluster."""
     from tqdm.auto import tqdm
 
     root = project_root(root)
@@ -273,6 +275,8 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         if notebook.exists():
             check_parameters(name, notebook, benchmark_parameters(name, cfg, out, data_root))
     outcomes = []
+    if scheduler or cfg.get("scheduler"):   # each notebook as one task on a Dask cluster
+        return _run_on_cluster(names, cfg, root, out, scheduler or cfg["scheduler"], force, data_root, progress)
     bar = tqdm(names, desc=f"study [{profile}]", unit="notebook", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
@@ -281,3 +285,32 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         bar.write(f"{name}: {outcome.status}" + (f" in {outcome.seconds:.0f}s" if outcome.seconds else "")
                   + (f" -- {outcome.error}" if outcome.error else ""))
     return outcomes
+
+
+def _run_on_cluster(names, cfg, root, out, scheduler, force, data_root, progress) -> list[Outcome]:
+    """Each benchmark as one Dask task running ``run_benchmark`` on a worker: the same resume,
+    atomic writes and manifests as locally, into the same ``out`` (a path the workers share)."""
+    from tqdm.auto import tqdm
+
+    from . import cluster
+
+    # decided here, not from each worker's environment: every worker runs the same parameters
+    data_root = data_root if data_root is not None else os.environ.get("HISTOLEAN_DATA", "")
+    task = functools.partial(run_benchmark, cfg=cfg, root=Path(root).resolve(), out=out.resolve(), force=force,
+                             data_root=data_root)
+    with cluster.client(scheduler) as dask:   # connect first: an unreachable scheduler fails before any bar
+        bar = tqdm(total=len(names), desc=f"study [{cfg['profile']}] on {scheduler}", unit="notebook",
+                   disable=not progress)
+        outcomes: dict[str, Outcome] = {}
+
+        def finished(name, outcome):
+            if not isinstance(outcome, Outcome):   # the task itself failed (a lost worker, say)
+                outcome = _record_failure(out, name, "", 0.0, f"the Dask task failed: {_error_text(outcome)}")
+            bar.update(1)
+            bar.write(f"{name}: {outcome.status}" + (f" in {outcome.seconds:.0f}s" if outcome.seconds else "")
+                      + (f" -- {outcome.error}" if outcome.error else ""))
+            outcomes[name] = outcome
+
+        cluster.map_variants(task, names, dask, return_exceptions=True, on_done=finished)
+        bar.close()
+    return [outcomes[name] for name in names]

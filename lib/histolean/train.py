@@ -23,14 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import atomic, metrics
+from . import atomic, distributed, metrics
 
 NORM_MEAN = 0.5
 NORM_STD = 0.5
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else CPU; no code change needed between the two."""
+    """CUDA when present, else CPU; no code change needed between the two.
+    Under torchrun each rank's own GPU (LOCAL_RANK), also before ``fit`` joins the ranks."""
+    if torch.cuda.is_available() and distributed.launched():
+        return torch.device("cuda", distributed.local_rank())
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -170,6 +173,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
         on_step_end: Callable | None = None, seed: int = 0, desc: str = "train") -> FitResult:
     """Train ``model`` and restore its best weights (by ``monitor`` on ``val_loader``).
 
+    Under ``torchrun --nproc_per_node=N`` the same call trains data-parallel
+    (see :mod:`histolean.distributed`): the loaders' batch size stays the global
+    batch, metrics cover all ranks' samples, only rank 0 saves the checkpoint.
+
     ``monitor`` is 'val_auc', 'val_accuracy' (higher is better) or 'val_loss'
     (lower is better); without a validation loader the last epoch is kept.
     ``after_backward(model, step)`` runs between ``loss.backward()`` and the
@@ -182,6 +189,11 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     seed_everything(seed)
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
+    distributed.init()   # joins the ranks under torchrun; nothing otherwise
+    net = distributed.wrap(model, device)   # DDP when distributed; `model` itself otherwise
+    train_loader = distributed.shard_loader(train_loader, train=True, seed=seed, name="train_loader")
+    if val_loader is not None:
+        val_loader = distributed.shard_loader(val_loader, train=False, name="val_loader")
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     opt = _make_optimizer(model, optimizer, lr, weight_decay, momentum)
     sched = _make_schedule(opt, schedule, epochs, step_size, gamma)
@@ -190,17 +202,20 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
 
     result = FitResult(monitor=monitor)
     best_state, bad_epochs, step = None, 0, 0
-    bar = tqdm(total=epochs * len(train_loader), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=epochs * len(train_loader), desc=desc, disable=not progress or not distributed.is_main(),
+               leave=False)
     for epoch in range(1, epochs + 1):
         model.train()
+        distributed.set_epoch(train_loader, epoch)
         t0, total, count = time.perf_counter(), 0.0, 0
         for x, y in train_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=use_amp):
-                loss = loss_fn(model(x), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}; "
+                loss = loss_fn(net(x), y)
+            batch_loss = distributed.average(loss.detach())   # the global batch's: every rank stops together
+            if not torch.isfinite(batch_loss):
+                raise FloatingPointError(f"loss became {batch_loss.item()} at epoch {epoch}, step {step}; "
                                          f"lower the learning rate (now {opt.param_groups[0]['lr']:g})")
             scaler.scale(loss).backward()
             if after_backward is not None:
@@ -211,7 +226,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
             if on_step_end is not None:
                 on_step_end(model, step)
             step += 1
-            total += loss.item() * len(y)
+            total += batch_loss.item() * len(y)
             count += len(y)
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{total / max(count, 1):.4f}")
@@ -229,7 +244,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
         if val_loader is None or _better(value, result.best_value, monitor):
             result.best_epoch, result.best_value, bad_epochs = epoch, value, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            if checkpoint_path is not None:
+            if checkpoint_path is not None and distributed.is_main():
                 save_checkpoint(model, checkpoint_path, epoch=epoch, monitor=monitor, value=float(value))
         else:
             bad_epochs += 1
@@ -275,7 +290,10 @@ def evaluate(model: nn.Module, loader, device=None, loss_fn: Callable | None = N
         count += len(y)
         probs.append(_positive_probability(logits).cpu().numpy())
         labels.append(y.cpu().numpy())
+    probs, labels = np.concatenate(probs) if probs else np.zeros(0), np.concatenate(labels) if labels else np.zeros(0)
+    if distributed.is_sharded(loader):   # this rank saw its share: metrics over all ranks' samples
+        probs, labels, total, count = distributed.gather_predictions(probs, labels, total, count)
     if not count:
         raise ValueError("evaluation loader is empty")
-    out = metrics.classification_metrics(np.concatenate(labels), np.concatenate(probs), loss=total / count)
+    out = metrics.classification_metrics(labels, probs, loss=total / count)
     return {k: out[k] for k in ("loss", "auc", "accuracy", "n")}
