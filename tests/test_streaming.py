@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from histolean import plots
 from histolean import streaming as st
+from histolean.data import mosaics
 
 F64_ABS = 1e-10  # the tolerance for float64
 F32_REL = 1e-4   # and for float32
@@ -270,7 +272,7 @@ def test_patch_mosaics_place_labelled_patches():
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8)
     labels = np.arange(40) % 2
-    x, y, layout = st.patch_mosaics(patches, labels, 10, 3, seed=1, max_tumour=4)
+    x, y, layout = mosaics.patch_mosaics(patches, labels, 10, 3, seed=1, max_tumour=4)
     assert x.shape == (10, 24, 24, 3) and sorted(set(y.tolist())) == [0, 1]
     for img, label, lay in zip(x, y, layout):
         assert (lay.sum() > 0) == bool(label) and lay.sum() <= 4
@@ -291,5 +293,5 @@ def test_saliency_is_the_conventional_input_gradient():
     nn.Sequential(trunk, head)(xr)[:, 1].sum().backward()
     np.testing.assert_allclose(streamed, xr.grad.abs().amax(1).numpy(), rtol=0, atol=1e-12)
     assert all(p.requires_grad for p in trunk.parameters())  # restored
-    overlay = st.saliency_overlay(streamed[0], sigma=2)
+    overlay = plots.saliency_overlay(streamed[0], sigma=2)
     assert np.nanmax(overlay) == pytest.approx(1.0) and np.isnan(overlay).mean() == pytest.approx(0.5, abs=0.05)
