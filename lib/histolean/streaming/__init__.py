@@ -43,11 +43,12 @@ from .geometry import Axis, Geometry, NonLocalLayerError, Tile, tile_grid
 from .locality import trunk_geometry
 from .network import check_equivalence, imagenette_network, saliency, training_step
 from .probes import probe_border_effect, probe_geometry
+from .sources import ArraySource, RegionSource, TileSource, slide_source
 from .trunk import StreamingTrunk
 
 __all__ = [
     "Axis", "Geometry", "Tile", "StreamingTrunk", "NonLocalLayerError",
     "trunk_geometry", "tile_grid", "probe_geometry", "probe_border_effect",
     "freeze_batchnorm", "FrozenBatchNorm2d", "imagenette_network", "check_equivalence", "training_step",
-    "saliency",
+    "saliency", "ArraySource", "RegionSource", "TileSource", "slide_source",
 ]
