@@ -30,7 +30,9 @@ The package, one idea per module:
   a memory-mapped array, a slide region);
 * :mod:`.probes` - the paper's probing method (``probe_geometry``, ``probe_border_effect``);
 * :mod:`.network` - the paper's ImageNette network, the benchmark's ``training_step``,
-  ``check_equivalence`` and ``saliency``.
+  ``check_equivalence`` and ``saliency``;
+* :mod:`.memory` - a step's peak memory in a fresh process, the whole process's peak and the
+  input's share of it, and the conventional step projected to sizes that cannot run.
 
 Mosaics of labelled patches are in :mod:`histolean.data.mosaics`; the figures (saliency
 overlay, mosaics, memory curves) in :mod:`histolean.plots`.
@@ -41,6 +43,7 @@ from __future__ import annotations
 from ..models import FrozenBatchNorm2d, freeze_batchnorm  # re-exported: part of the streaming API
 from .geometry import Axis, Geometry, NonLocalLayerError, Tile, tile_grid
 from .locality import trunk_geometry
+from .memory import measure_step, project_conventional
 from .network import check_equivalence, imagenette_network, saliency, training_step
 from .probes import probe_border_effect, probe_geometry
 from .sources import ArraySource, RegionSource, TileSource, slide_source
@@ -50,5 +53,5 @@ __all__ = [
     "Axis", "Geometry", "Tile", "StreamingTrunk", "NonLocalLayerError",
     "trunk_geometry", "tile_grid", "probe_geometry", "probe_border_effect",
     "freeze_batchnorm", "FrozenBatchNorm2d", "imagenette_network", "check_equivalence", "training_step",
-    "saliency", "ArraySource", "RegionSource", "TileSource", "slide_source",
+    "saliency", "measure_step", "project_conventional", "ArraySource", "RegionSource", "TileSource", "slide_source",
 ]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sources import ArraySource
 from .trunk import StreamingTrunk
 
 
@@ -91,20 +92,36 @@ def saliency(model: nn.Module, x: torch.Tensor, target_class: int = 1) -> np.nda
     return g.abs().amax(1).cpu().numpy()
 
 
+INPUT_PLACES = ("device", "cpu", "memmap")
+
+
 def training_step(image_size: int, tile_size: int | None, *, channels: Sequence[int] = (8, 16, 32, 64, 128),
-                  batch: int = 1, device: str = "cpu", seed: int = 0,
-                  skip_zero_gradient_tiles: bool = False) -> Callable[[], float]:
+                  batch: int = 1, device: str = "cpu", seed: int = 0, skip_zero_gradient_tiles: bool = False,
+                  input_on: str = "device") -> Callable[[], float]:
     """Workload for memory/time benchmarks: one SGD step of the ImageNette network with all
     five conv blocks streamed (``tile_size``) or conventional (``tile_size=None``) on a
     random ``image_size``^2 image. Model, image and optimiser are allocated here, before
-    the step, so a benchmark can measure the step alone."""
+    the step, so a benchmark can measure the step alone.
+
+    ``input_on``: where the image lives - "device" (a float32 tensor on ``device``), "cpu" (a
+    float32 CPU tensor; crops are copied to ``device``) or "memmap" (uint8 pixels in a file,
+    mapped crop by crop; streaming only). The file is unlinked at once and read through its
+    open descriptor, so nothing is left behind even if the process is killed.
+    """
+    if input_on not in INPUT_PLACES:
+        raise ValueError(f"input_on must be one of {INPUT_PLACES}, got {input_on!r}")
+    if input_on != "device" and not tile_size:
+        raise ValueError("only a streamed step can read its input off the device (tile_size is None)")
     torch.manual_seed(seed)
     trunk, head = imagenette_network(2, channels, streamed_blocks=5)
     body = StreamingTrunk(trunk, tile_size, skip_zero_gradient_tiles=skip_zero_gradient_tiles) \
         if tile_size else trunk
     model = nn.Sequential(body, head).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.rand(batch, 3, image_size, image_size, device=device)
+    if input_on == "memmap":
+        x = _random_image_file(batch, image_size, seed)
+    else:
+        x = torch.rand(batch, 3, image_size, image_size, device=device if input_on == "device" else "cpu")
     y = torch.randint(0, 2, (batch,), device=device)
 
     def step() -> float:
@@ -114,4 +131,27 @@ def training_step(image_size: int, tile_size: int | None, *, channels: Sequence[
         opt.step()
         return float(loss.detach())
 
+    step.input = x  # keeps the file descriptor of a memmap input open as long as the step lives
     return step
+
+
+def _random_image_file(batch: int, size: int, seed: int) -> ArraySource:
+    """Random uint8 (batch, size, size, 3) pixels written to an unlinked temporary file, as a memmap source.
+
+    Written with plain writes in row blocks (never mapped while writing), so neither the
+    image nor its pages count in this process's memory.
+    """
+    import os
+    import tempfile
+
+    rng = np.random.default_rng(seed)
+    fd, path = tempfile.mkstemp(prefix="histolean_image_", suffix=".u8")
+    os.unlink(path)  # the open descriptor keeps the data; nothing remains on disk after the process
+    rows = max(1, (64 << 20) // (size * 3))
+    with os.fdopen(os.dup(fd), "wb") as f:
+        for _ in range(batch):
+            for r in range(0, size, rows):
+                f.write(rng.integers(0, 256, (min(rows, size - r), size, 3), dtype=np.uint8).tobytes())
+    source = ArraySource(np.memmap(f"/proc/self/fd/{fd}", dtype=np.uint8, mode="r", shape=(batch, size, size, 3)))
+    source.fd = fd
+    return source
