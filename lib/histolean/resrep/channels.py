@@ -61,21 +61,21 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .. import fxops
+
 ZERO, CONST = 0, 1  # value of a removed channel at a tensor: exactly zero, or a per-channel constant
 FIXED = -1          # label of a feature that is never removed
 SCOPES = ("any", "bottleneck")  # see the module docstring
 
-_ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-                        nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Mish, nn.Softplus, nn.CELU, nn.SELU)
+# value-by-value ops come from the shared table (histolean.fxops); PReLU is handled apart (one slope only)
+_ELEMENTWISE_MODULES = tuple(m for m in fxops.POINTWISE_MODULES if m is not nn.PReLU)
 _PASS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
 _POOL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _PAD_MODULES = (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)
-_ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish,
-                          F.hardsigmoid, F.mish, F.softplus, F.hardtanh, torch.sigmoid, F.sigmoid,
-                          torch.tanh, F.tanh, torch.clamp, torch.clip}
-_ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip"}
-_PASS_FUNCTIONS = {F.dropout, F.dropout2d, torch.clone}
-_PASS_METHODS = {"contiguous", "clone"}
+_ELEMENTWISE_FUNCTIONS = fxops.POINTWISE_FUNCTIONS
+_ELEMENTWISE_METHODS = fxops.POINTWISE_METHODS
+_PASS_FUNCTIONS = {F.dropout, F.dropout2d} | fxops.VALUE_PRESERVING_FUNCTIONS  # dropout maps zero to zero
+_PASS_METHODS = fxops.VALUE_PRESERVING_METHODS
 _POOL_FUNCTIONS = {F.max_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.max_pool2d}
 _ADD_TARGETS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, torch.rsub,
                 "add", "add_", "sub", "sub_"}
@@ -201,11 +201,6 @@ def _zero_padding(padding, padding_mode: str = "zeros") -> bool:
         return padding != "valid"
     pads = padding if isinstance(padding, (tuple, list)) else (padding,)
     return any(int(p) != 0 for p in pads)
-
-
-def _maps_zero_to_zero(fn, *args, **kwargs) -> bool:
-    with torch.no_grad():
-        return bool(torch.all(fn(torch.zeros(1, 1, 1, 1), *args, **kwargs) == 0))
 
 
 def _tensor_shape(node) -> tuple[int, ...] | None:
@@ -343,7 +338,7 @@ class _Analysis:
             fused = self.fused_bn(node, src)
             self.passthrough(node, src, state if fused else np.full_like(state, CONST))
         elif isinstance(mod, _ELEMENTWISE_MODULES) or (isinstance(mod, nn.PReLU) and mod.num_parameters == 1):
-            self.elementwise(node, src, _maps_zero_to_zero(mod))
+            self.elementwise(node, src, fxops.maps_zero_to_zero(mod))
         elif isinstance(mod, _PASS_MODULES):
             self.passthrough(node, src)
         elif isinstance(mod, nn.Flatten):
@@ -432,7 +427,7 @@ class _Analysis:
             fn = target if callable(target) else getattr(torch.Tensor, target)
             rest = [a for a in node.args[1:] if not isinstance(a, fx.Node)]
             kwargs = {k: v for k, v in node.kwargs.items() if not isinstance(v, fx.Node) and k != "inplace"}
-            self.elementwise(node, src, _maps_zero_to_zero(fn, *rest, **kwargs))
+            self.elementwise(node, src, fxops.maps_zero_to_zero(fn, *rest, **kwargs))
         elif target in _PASS_FUNCTIONS or target in _PASS_METHODS:
             self.passthrough(node, src)
         elif target in _POOL_FUNCTIONS:

@@ -15,14 +15,11 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .. import fxops
 from ..models import FrozenBatchNorm2d
 from .geometry import Axis, Geometry, NonLocalLayerError, _pair, _Window
 
 
-_POINTWISE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Identity,
-)
 _DROPOUT = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
 _WHY_NOT_LOCAL = {
     nn.Linear: "a fully connected layer mixes every position",
@@ -62,7 +59,7 @@ def _layer_windows(name: str, m: nn.Module) -> tuple[_Window, _Window]:
         p = _pair(m.padding)
         d = _pair(getattr(m, "dilation", 1))
         return tuple(_Window(k[i], s[i], p[i], d[i], bool(m.ceil_mode)) for i in range(2))  # type: ignore
-    if isinstance(m, _POINTWISE + _DROPOUT + (nn.BatchNorm2d, FrozenBatchNorm2d)):
+    if fxops.is_pointwise_module(m) or isinstance(m, _DROPOUT + (nn.BatchNorm2d, FrozenBatchNorm2d)):
         return _Window(1, 1, 0), _Window(1, 1, 0)
     for kind, why in _WHY_NOT_LOCAL.items():
         if isinstance(m, kind):
@@ -87,11 +84,7 @@ def _check_modes(trunk: nn.Module) -> None:
                 f"the streamed forward and the recomputation. Put it after the trunk or set p=0.")
 
 
-_ELEMENTWISE_FUNCS = {F.relu, torch.relu, torch.sigmoid, torch.tanh, F.gelu, F.silu, F.leaky_relu,
-                      F.hardtanh, F.relu6, torch.clone}
 _MERGE_FUNCS = {operator.add, operator.iadd, torch.add, operator.mul, torch.mul, operator.sub, torch.cat}
-_ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "float", "double",
-                        "half", "to"}
 _MERGE_METHODS = {"add", "add_", "mul", "mul_", "sub"}
 
 
@@ -134,8 +127,9 @@ def _walk(graph: torch.fx.Graph, root: nn.Module, size: tuple[int, int] | None):
                 if dim not in (1, -3):
                     raise NonLocalLayerError(f"{node.name}: torch.cat along dim {dim}; only channel "
                                              f"concatenation (dim=1) is local")
-            local = (node.op == "call_function" and node.target in _ELEMENTWISE_FUNCS | _MERGE_FUNCS) or \
-                    (node.op == "call_method" and node.target in _ELEMENTWISE_METHODS | _MERGE_METHODS)
+            local = fxops.is_pointwise_call(node.op, node.target) or \
+                (node.op == "call_function" and node.target in _MERGE_FUNCS) or \
+                (node.op == "call_method" and node.target in _MERGE_METHODS)
             if not local:
                 raise NonLocalLayerError(f"operation {what!r} ({node.name}) inside the trunk is not "
                                          f"known to be local; use module layers, or move it after the trunk")
