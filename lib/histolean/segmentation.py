@@ -472,3 +472,16 @@ def center_crop(sample, size: int):
     inst = sample.instances[y:y + size, x:x + size]
     return replace(sample, image=sample.image[y:y + size, x:x + size], instances=inst)
 
+
+
+def summarise(rows: list[dict], keys=("dice", "mse", "aji", "pq")) -> dict:
+    """Aggregate per-image scores: mean, median, quartiles and standard deviation of each key."""
+    out = {}
+    for key in keys:
+        v = np.asarray([r[key] for r in rows], dtype=float)
+        if not v.size:
+            raise ValueError(f"summarise: no rows to aggregate for {key!r}")
+        q25, med, q75 = np.percentile(v, [25, 50, 75])
+        out |= {key: float(v.mean()), f"{key}_median": float(med), f"{key}_q25": float(q25),
+                f"{key}_q75": float(q75), f"{key}_std": float(v.std())}
+    return out
