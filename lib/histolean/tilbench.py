@@ -429,12 +429,34 @@ class TilRunner:
                               flops_target=c.flops_target, setting=c.setting, lasso_strength=c.lasso_strength,
                               warmup_epochs=c.warmup_epochs, mask_interval=c.mask_interval, seed=run_seed,
                               device=self.device, progress=False, **overrides)
+        recalibrate_batchnorm(run.net, loader, self.device)
         train_time = time.perf_counter() - t0
         with atomic.atomic_path(path) as tmp:
             torch.save({"format": "histolean.resrep-state/1", "fingerprint": fp, "train_time_s": train_time,
                         "state_dict": run.net.state_dict()}, tmp)
         self.log(f"{v.model}: ResRep run {r} remembered in {train_time:.0f} s ({run.net.summary()})")
         return run.net.eval(), train_time, fp, False
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: torch.nn.Module, loader, device=None) -> None:
+    """Re-estimate every BN layer's running statistics over ``loader`` (train mode, no gradients).
+
+    A few steps at ResRep's SGD learning rates move the weights faster than BN's running averages
+    follow; evaluated (and folded into the convs by conversion) with stale statistics, the network
+    outputs garbage. Exact averages over the training windows fix that.
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    net.train()
+    for x, _ in loader:
+        net(x.to(device) if device is not None else x)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    net.eval()
 
 
 # --------------------------------------------------------------------------- rows
