@@ -30,12 +30,17 @@ from . import arch, atomic, bench, checkpoints, flops, models, nar, train
 from .arch import Spec
 
 BENCHMARK = "til_nar_resrep"
-ARCHITECTURES = {"resnet50v2": arch.resnet50v2, "inception_v4": arch.inception_v4}
+ARCHITECTURES = {
+    "resnet50v2": arch.resnet50v2,
+    "inception_v4": arch.inception_v4,
+    # a two-stage CNN for tests and quick looks; not in the paper
+    "tiny": lambda num_classes=2, input_size=32: arch.small_cnn("tiny", num_classes, input_size, width=8),
+}
 METHODS = ("original", "ir", "nar", "resrep")
 PAPER_BASE_INPUT = 240
 # Smallest input each network accepts: Inception V4's valid-padded stem and reductions need 75 px
 # (tests/test_tilbench.py builds both at these sizes and one pixel less).
-MIN_INPUT = {"resnet50v2": 1, "inception_v4": 75}
+MIN_INPUT = {"resnet50v2": 1, "inception_v4": 75, "tiny": 4}
 CLASSES = ["TIL-negative", "TIL-positive"]
 # train.ArrayDataset scales to [0, 1] and normalises with these: stored in every checkpoint.
 MEAN = [train.NORM_MEAN] * 3
@@ -300,7 +305,7 @@ class TilRunner:
                          "settings; retraining the run")
                 done = None
             if done is not None:
-                result.runs.append(done)
+                result.runs.append({**done, "resumed": True})
                 continue
             net = models.build(v.spec, seed=run_seed)
             size = v.spec.input_size
@@ -324,8 +329,6 @@ class TilRunner:
             self.log(f"{v.id}: run {r} trained in {train_time:.0f} s, val AUC {fit.best_value:.3f}")
         if result.net is None:
             result.net, _ = checkpoints.load_model(ckpt)
-        for r in result.runs:
-            r.setdefault("resumed", True)
         return result
 
     def _save_model(self, path, net, v: Variant, vfp: str, row: dict, probs, labels) -> dict:
