@@ -359,7 +359,9 @@ def test_epsilon_threshold_removes_rows_below_it():
         for _, comp in net.compactors():
             comp.weight.mul_(torch.linspace(0.5, 1.0, comp.weight.shape[0]).view(-1, 1, 1, 1))
     scores = net.class_scores()
-    converted = resrep.convert(net, epsilon=0.9)
+    with pytest.warns(resrep.InexactConversionWarning, match="mode 'epsilon'"):  # the rows were not zero
+        converted = resrep.convert(net, epsilon=0.9)
+    assert converted.report.threshold == 0.9 and 0.5 < converted.report.max_removed_norm < 0.9
     removed = resrep.removed_classes(net, epsilon=0.9)
     assert (scores[removed] < 0.9).all() and (scores[~removed] >= 0.9).all()
     assert converted.predicted_flops == flops.flop_count(converted.module, 16) == net.predicted_flops(removed)
@@ -391,7 +393,8 @@ def test_training_step_shrinks_masked_rows_by_exactly_the_penalty():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
     net = resrep.prepare(Plain(), 16)
     lam, lr, epochs = 0.05, 0.5, 4
-    schedule = resrep.ResRepSchedule(net, flops_target=0.5, lasso_strength=lam, warmup_steps=0, mask_interval=10_000)
+    schedule = resrep.ResRepSchedule(net, flops_target=0.5, lasso_strength=lam, warmup_steps=0, mask_interval=10_000,
+                                     granularity=None)
     opt = resrep.make_optimizer(net, "resrep", lr=lr, momentum=0.0, compactor_momentum=0.0)
     train.fit(net, loader, epochs=epochs, optimizer=opt, after_backward=schedule, progress=False, device="cpu")
     steps = epochs * len(loader)
@@ -412,7 +415,8 @@ def test_remember_runs_the_whole_phase_and_keeps_the_last_epoch():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, (x.mean((1, 2, 3)) > 0.5).long()),
                                          batch_size=8)
     run = resrep.remember(Plain(), loader, input_size=16, epochs=2, flops_target=0.6, warmup_epochs=0.5,
-                          mask_interval=2, device="cpu", progress=False, lr=1e-3, compactor_lr=0.05)
+                          mask_interval=2, granularity=None, lasso_strength=1e-3, device="cpu", progress=False,
+                          lr=1e-3, compactor_lr=0.05)
     assert [e["step"] for e in run.schedule.log] == [2, 4, 6]
     assert run.fit.best_epoch == 2 and len(run.fit.history) == 2
     assert run.net.predicted_flops() <= 0.6 * run.net.original_flops
@@ -523,3 +527,125 @@ def test_convert_does_not_touch_the_global_random_state():
     converted = resrep.convert(net)
     assert converted.module.get_submodule("fc").in_features < 12
     assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------------------------------------
+# As Ding et al.'s code runs it: progressive masks, pruning scope, conversion report, defaults
+# ------------------------------------------------------------------------------------------------
+
+def test_masked_count_grows_by_at_most_the_granularity_per_update():
+    net = resrep.prepare(Concat(), 16)
+    schedule = resrep.ResRepSchedule(net, flops_target=0.4, warmup_steps=2, mask_interval=3, granularity=3)
+    rng = np.random.default_rng(0)
+    for step in range(60):
+        with torch.no_grad():  # the penalty separates the norms over time; here: random shrinking
+            for _, comp in net.compactors():
+                comp.weight.mul_(torch.as_tensor(rng.uniform(0.9, 1.0, comp.weight.shape[0]),
+                                                 dtype=comp.weight.dtype).view(-1, 1, 1, 1))
+        schedule(net, step)
+    counts = [0] + [e["masked"] for e in schedule.log]
+    assert [e["step"] for e in schedule.log] == list(range(2, 60, 3))
+    assert max(np.diff(counts)) <= 3 and counts[1] == 3, counts
+    assert schedule.log[-1]["flops_ratio"] <= 0.4, "the target is reached after enough updates"
+    ratios = [e["flops_ratio"] for e in schedule.log]
+    assert ratios[0] > ratios[3] > 0.4 >= ratios[-1]
+    everything = resrep.update_masks(resrep.prepare(Concat(), 16), 0.4, granularity=None)
+    assert net.predicted_flops(everything) <= 0.4 * net.original_flops  # None: all at the first update
+    with pytest.raises(ValueError, match="granularity must be >= 1"):
+        resrep.ResRepSchedule(net, flops_target=0.4, granularity=0)
+
+
+@pytest.mark.slow
+def test_bottleneck_scope_prunes_only_the_internal_convs_of_resnet50v2():
+    spec = arch.resnet50v2(input_size=32)
+    model = models.build(spec, seed=0)
+    assert resrep.paper_scope(spec) == "bottleneck" and resrep.paper_scope(arch.inception_v4()) == "any"
+    net = resrep.prepare(model, 32, scope="bottleneck")
+    assert net.scope == "bottleneck" == net.summary()["scope"]
+    names = [lay.name for lay in net.pruned_layers]
+    assert len(names) == 2 * 16 and all(n.endswith((".conv1", ".conv2")) for n in names)
+    dropped = resrep.update_masks(net, 0.5, granularity=None)  # mask as much as the target needs
+    assert dropped.any()
+    g = net.channels
+    for layer in g.layers:
+        if layer.out_slots is None:
+            continue
+        classes = g.slot_class[layer.out_slots]
+        if layer.name.endswith((".conv1", ".conv2")):
+            assert not g.class_pinned[classes].any()
+        else:  # stem, conv3, shortcut: the residual stream and the stem are never masked
+            assert g.class_pinned[classes].all() and not dropped[classes].any(), layer.name
+    reasons = set(g.reasons.values())
+    assert any("outside the residual blocks" in r for r in reasons)
+    assert any("feeds the residual stream" in r for r in reasons)
+    anywhere = resrep.prepare(model, 32)  # "any": the stream (tied by the additions) is prunable too
+    assert any(lay.name.endswith(".conv3") for lay in anywhere.pruned_layers)
+    with pytest.raises(ValueError, match="adds no two feature maps"):
+        resrep.prepare(Plain(), 16, scope="bottleneck")
+    with pytest.raises(ValueError, match="scope must be one of"):
+        resrep.prepare(Plain(), 16, scope="stream")
+
+
+def test_conversion_of_rows_that_have_not_collapsed_reports_the_difference():
+    net = resrep.prepare(Plain(), 16)
+    randomise(net)
+    net.eval()
+    masked = resrep.update_masks(net, 0.6, granularity=None)  # masked, but rows still near norm 1
+    assert masked.any()
+    with pytest.warns(resrep.InexactConversionWarning, match="not exact"):
+        by_mask = resrep.convert(net, mode="mask")
+    r = by_mask.report
+    assert r.mode == "mask" and r.threshold is None and not r.exact
+    assert r.max_removed_norm > 0.5 and r.max_output_diff > r.tolerance and r.removed_classes == masked.sum()
+    assert by_mask.predicted_flops == net.predicted_flops() < net.original_flops
+    official = resrep.convert(net)  # collapsed rows only: nothing has collapsed, nothing goes, exact
+    assert official.mode == "collapsed" and official.report.removed_classes == 0 and official.report.exact
+    assert official.predicted_flops == net.original_flops and official.report.max_output_diff < 1e-5
+    with torch.no_grad():  # rows that collapsed to (almost) zero go, and the result is exact
+        for _, comp in net.compactors():
+            comp.weight[comp.mask == 0] *= 1e-7
+    collapsed = resrep.convert(net)
+    assert collapsed.report.removed_classes == masked.sum() and collapsed.report.exact
+    assert 0 < collapsed.report.max_removed_norm < resrep.COLLAPSED_NORM
+    assert collapsed.predicted_flops == by_mask.predicted_flops == flops.flop_count(collapsed.module, 16)
+    assert set(collapsed.report.as_dict()) >= {"mode", "threshold", "max_removed_norm", "max_output_diff", "exact"}
+    with pytest.raises(ValueError, match="epsilon=None goes with mode='epsilon' only"):
+        resrep.convert(net, mode="epsilon")
+    with pytest.raises(ValueError, match="conversion mode must be one of"):
+        resrep.convert(net, mode="all")
+
+
+class Padded(nn.Module):
+    """conv + BN, a padding, then a valid 3x3 consumer."""
+
+    def __init__(self, pad):
+        super().__init__()
+        self.pad = pad
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.head = nn.Sequential(nn.Conv2d(8, 6, 3, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc(self.head(self.pad(self.stem(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("pad", [nn.ConstantPad2d(1, 0.5), lambda x: nn.functional.pad(x, (1, 1, 1, 1), value=-2.0)])
+def test_non_zero_constant_padding_pins_the_channels(pad):
+    net = resrep.prepare(Padded(pad), 8)
+    stem = net.channels.slot_class[net.channels.layers[0].out_slots]
+    assert net.channels.class_pinned[stem].all()
+    assert "padded with the non-zero constant" in net.channels.reasons[int(stem[0])]
+    assert [lay.name for lay in net.pruned_layers] == ["head.0"]
+
+
+def test_zero_constant_padding_keeps_the_channels_prunable():
+    net, converted = check_conversion(Padded(nn.ConstantPad2d(1, 0.0)), 8)
+    assert converted.widths["stem.0"][1] < 8
+
+
+def test_remember_defaults_are_the_official_ones():
+    import inspect
+    params = inspect.signature(resrep.remember).parameters
+    assert resrep.OFFICIAL == {"lasso_strength": 1e-4, "warmup_epochs": 5, "mask_interval": 200, "granularity": 4}
+    assert {k: params[k].default for k in resrep.OFFICIAL} == resrep.OFFICIAL
+    assert params["setting"].default == "resrep" and params["scope"].default == "any"

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from histolean import plots
 from histolean import streaming as st
+from histolean.data import mosaics
 
 F64_ABS = 1e-10  # the issue's tolerance for float64
 F32_REL = 1e-4   # and for float32
@@ -270,7 +272,7 @@ def test_patch_mosaics_place_labelled_patches():
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8)
     labels = np.arange(40) % 2
-    x, y, layout = st.patch_mosaics(patches, labels, 10, 3, seed=1, max_tumour=4)
+    x, y, layout = mosaics.patch_mosaics(patches, labels, 10, 3, seed=1, max_tumour=4)
     assert x.shape == (10, 24, 24, 3) and sorted(set(y.tolist())) == [0, 1]
     for img, label, lay in zip(x, y, layout):
         assert (lay.sum() > 0) == bool(label) and lay.sum() <= 4
@@ -291,5 +293,62 @@ def test_saliency_is_the_conventional_input_gradient():
     nn.Sequential(trunk, head)(xr)[:, 1].sum().backward()
     np.testing.assert_allclose(streamed, xr.grad.abs().amax(1).numpy(), rtol=0, atol=1e-12)
     assert all(p.requires_grad for p in trunk.parameters())  # restored
-    overlay = st.saliency_overlay(streamed[0], sigma=2)
+    overlay = plots.saliency_overlay(streamed[0], sigma=2)
     assert np.nanmax(overlay) == pytest.approx(1.0) and np.isnan(overlay).mean() == pytest.approx(0.5, abs=0.05)
+
+
+# ------------------------------------------------------------- inputs kept off the compute device
+
+
+def _grads_from(trunk, head, x, target):
+    trunk.zero_grad(set_to_none=True)
+    head.zero_grad(set_to_none=True)
+    feats = st.StreamingTrunk(trunk, 32)(x)
+    F.cross_entropy(head(feats), target).backward()
+    return feats.detach(), [p.grad.clone() for p in list(trunk.parameters()) + list(head.parameters())]
+
+
+def test_input_read_tile_by_tile_gives_the_same_gradients(tmp_path):
+    """A memmap, a region reader and a full tensor: same trunk output and weight gradients (float64)."""
+    torch.manual_seed(6)
+    trunk, head = st.imagenette_network(num_classes=2, channels=(4, 4, 8, 8, 8), streamed_blocks=4)
+    trunk.double(), head.double()
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(2, 96, 112, 3), dtype=np.uint8)
+    mapped = np.memmap(tmp_path / "images.u8", dtype=np.uint8, mode="w+", shape=pixels.shape)
+    mapped[:] = pixels
+    mapped.flush()
+    memmap = st.ArraySource(np.memmap(tmp_path / "images.u8", dtype=np.uint8, mode="r", shape=pixels.shape),
+                            dtype=torch.float64)
+    full = memmap.to_tensor()
+    expected = (torch.from_numpy(pixels).permute(0, 3, 1, 2).double() / 255 - 0.5) / 0.5
+    assert memmap.shape == (2, 3, 96, 112) and torch.equal(full, expected)
+    target = torch.tensor([0, 1])
+    ref_out, ref_grads = _grads_from(trunk, head, full, target)
+    for source in (memmap, st.ArraySource(pixels, dtype=torch.float64)):
+        out, grads = _grads_from(trunk, head, source, target)
+        assert float((out - ref_out).abs().max()) <= 1e-10
+        assert max(float((a - b).abs().max()) for a, b in zip(grads, ref_grads)) <= 1e-10
+    region = st.RegionSource(lambda x, y, w, h: pixels[1, y:y + h, x:x + w], 96, 112, dtype=torch.float64)
+    one_out, one_grads = _grads_from(trunk, head, region, target[1:])
+    ref_one, ref_one_grads = _grads_from(trunk, head, full[1:], target[1:])
+    assert float((one_out - ref_one).abs().max()) <= 1e-10
+    assert max(float((a - b).abs().max()) for a, b in zip(one_grads, ref_one_grads)) <= 1e-10
+
+
+def test_a_slide_region_streams_through_openslide(real_data):
+    from histolean import wsi
+
+    path = real_data / "wsi" / "CMU-1-Small-Region.svs"
+    slide = wsi.open_slide(path)
+    source = st.slide_source(slide, location=(100, 200), size=(130, 90))
+    assert source.shape == (1, 3, 90, 130)
+    expected = slide.read_region((100, 200), 0, (130, 90))
+    np.testing.assert_allclose(source.to_tensor()[0].permute(1, 2, 0).numpy(), (expected / 255 - 0.5) / 0.5,
+                               atol=1e-6)
+    trunk, _ = st.imagenette_network(channels=(4, 4, 4, 4, 4), streamed_blocks=2)
+    with torch.no_grad():
+        streamed = st.StreamingTrunk(trunk, 32)(source)
+        torch.testing.assert_close(streamed, trunk(source.to_tensor()), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="level 3 does not exist"):
+        st.slide_source(slide, level=3)

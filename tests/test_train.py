@@ -100,3 +100,43 @@ def test_make_loader_normalises_and_resizes():
     xb, yb = next(iter(train.make_loader(x, [0, 1], batch_size=2, size=4)))
     assert xb.shape == (2, 3, 4, 4) and torch.allclose(xb, torch.ones_like(xb))
     assert yb.dtype == torch.int64
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_two_fits_with_one_seed_on_one_loader_give_identical_weights(num_workers):
+    """The loader shuffles and augments; the first fit advances its generator and augmentation RNG."""
+    x, y = _toy(64)
+    loader = train.make_loader(x, y, 16, shuffle=True, augment=True, seed=5, num_workers=num_workers)
+
+    def weights(seed):
+        model = _model()
+        train.fit(model, loader, epochs=2, lr=1e-2, seed=seed, progress=False, device="cpu")
+        return [p.detach().clone() for p in model.parameters()]
+
+    first, second, other = weights(3), weights(3), weights(4)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+
+
+def test_loader_workers_augment_with_their_own_seeds():
+    x = np.arange(8 * 6 * 6 * 3, dtype=np.int64).reshape(8, 6, 6, 3).astype(np.uint8)
+    y = np.zeros(8, dtype=np.int64)
+    loader = train.make_loader(x, y, 4, augment=True, num_workers=2)
+    train.reseed_loader(loader, 0)
+    batches = [b[0] for b in loader]
+    dataset = train.ArrayDataset(x, y, augment=True)
+    orientations = []
+    for batch, start in zip(batches, (0, 4)):  # which of the 8 flips/rotations each worker chose
+        orientations.append([next(k for k in range(8) if torch.equal(
+            item, dataset_view(dataset, start + i, k))) for i, item in enumerate(batch)])
+    assert orientations[0] != orientations[1], "both workers drew the same augmentations"
+    train.reseed_loader(loader, 0)
+    assert all(torch.equal(a, b[0]) for a, b in zip(batches, loader)), "one seed, one pass"
+
+
+def dataset_view(dataset, i, k):
+    """Item ``i`` of ``dataset`` (no augmentation) under orientation ``k``: rot90 by k % 4, then a flip if k >= 4."""
+    img = np.rot90(dataset.images[i], k % 4)
+    if k >= 4:
+        img = img[:, ::-1]
+    return (torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0 - train.NORM_MEAN) / train.NORM_STD

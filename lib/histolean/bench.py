@@ -85,9 +85,9 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu") -> di
         result = fn()
         torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - t0
-        peak = torch.cuda.max_memory_allocated(device) - before
-        return {"peak_bytes": int(peak), "method": "cuda_max_memory_allocated", "time_s": elapsed,
-                "result": result}
+        process_peak = torch.cuda.max_memory_allocated(device)
+        return {"peak_bytes": int(process_peak - before), "method": "cuda_max_memory_allocated", "time_s": elapsed,
+                "result": result, "process_peak_bytes": int(process_peak), "baseline_bytes": int(before)}
     if not Path("/proc/self/status").exists():
         raise RuntimeError("CPU peak memory needs Linux /proc (VmHWM); run on Linux or on CUDA")
     # reset first: the reset trims freed memory, so the baseline must be read after it
@@ -96,9 +96,11 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu") -> di
     t0 = time.perf_counter()
     result = fn()
     elapsed = time.perf_counter() - t0
-    peak = _status_kib("VmHWM") - before
+    process_peak = _status_kib("VmHWM")
     method = "rss_high_water_mark" if reset else "rss_high_water_mark_not_reset(upper bound unknown)"
-    return {"peak_bytes": max(0, peak) * 1024, "method": method, "time_s": elapsed, "result": result}
+    # process_peak_bytes: everything resident at the peak (libraries, model, the input ...), not only the call's
+    return {"peak_bytes": max(0, process_peak - before) * 1024, "method": method, "time_s": elapsed,
+            "result": result, "process_peak_bytes": process_peak * 1024, "baseline_bytes": before * 1024}
 
 
 def time_per_call(fn: Callable[[], Any], repeats: int = 3, device: str | torch.device = "cpu") -> list[float]:
@@ -169,6 +171,7 @@ def measure(fn: Callable[[], Any], repeats: int = 1, device: str | torch.device 
     mem = peak_memory(fn, device)
     warm = time_per_call(fn, repeats - 1, device) if repeats > 1 else []
     return {"peak_bytes": mem["peak_bytes"], "peak_mib": mem["peak_bytes"] / MIB, "memory_method": mem["method"],
+            "process_peak_mib": mem["process_peak_bytes"] / MIB, "baseline_mib": mem["baseline_bytes"] / MIB,
             "cold_time_s": mem["time_s"], "time_s": statistics.median(warm) if warm else mem["time_s"],
             "times_s": warm, "device": str(device), "warmup": warmup}
 

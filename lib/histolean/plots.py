@@ -32,7 +32,171 @@ def log2_axis(ax, axis: str = "x") -> None:
 
 # --- 03 ResRep -------------------------------------------------------------------------------------------------
 
+
+def resrep_mask_schedule(logs: dict, flops_target: float):
+    """Progressive masking: masked channel classes and predicted FLOPs ratio at each mask update.
+
+    ``logs``: network name -> ``ResRepSchedule.log`` (dicts with step, masked, flops_ratio).
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame([{**e, "network": name} for name, log in logs.items() for e in log])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    if frame.empty:
+        left.set_title("no mask update happened (run shorter than the warm-up)")
+        return fig
+    sns.lineplot(frame, x="step", y="masked", hue="network", marker="o", ax=left)
+    left.set_title("masked channel classes per update")
+    sns.lineplot(frame, x="step", y="flops_ratio", hue="network", marker="o", ax=right, legend=False)
+    right.axhline(flops_target, color="grey", ls="--", lw=0.8)
+    right.set_title(f"predicted FLOPs / original (target {flops_target:g})")
+    fig.tight_layout()
+    return fig
+
+
+def resrep_row_norms(norms: dict, epsilons=()):
+    """Histogram of compactor row norms, masked vs kept, per network; dashed lines at the epsilons.
+
+    ``norms``: network name -> ``(row norms, masked)`` as ``ResRepNet.row_norms()`` returns them.
+    """
+    import numpy as np
+    import pandas as pd
+
+    fig, axes = plt.subplots(1, len(norms), figsize=(5 * len(norms), 3.5), squeeze=False)
+    for ax, (name, (values, masked)) in zip(axes[0], norms.items()):
+        frame = pd.DataFrame({"row norm": values, "row": np.where(masked, "masked", "kept")})
+        sns.histplot(frame, x="row norm", hue="row", bins=30, ax=ax, hue_order=["kept", "masked"])
+        for eps in epsilons:
+            ax.axvline(eps, color="grey", ls="--", lw=0.8)
+        median = {k: float(np.median(values[m])) if m.any() else float("nan") for k, m in
+                  (("masked", masked), ("kept", ~masked))}
+        ax.set_title(f"{name}: median masked {median['masked']:.2f}, kept {median['kept']:.2f}")
+    fig.tight_layout()
+    return fig
+
+
+def resrep_vs_paper(paper, ours):
+    """AUC change vs FLOPs ratio: the paper's epsilon sweep next to our conversions.
+
+    ``paper``: DataFrame with flops_ratio, auc_change. ``ours``: DataFrame with model, data_kind,
+    flops_ratio, auc_change.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(paper.flops_ratio, paper.auc_change, "o--", label="NAR paper, ResNet50V2 (TIL)")
+    for (name, kind), group in ours.groupby(["model", "data_kind"]):
+        ax.plot(group.flops_ratio, group.auc_change, "s", label=f"ours: {name} ({kind} PCam)")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("FLOPs / original FLOPs")
+    ax.set_ylabel("AUC change vs unpruned")
+    ax.legend(fontsize=8)
+    return fig
+
 # --- 04 streaming SGD ------------------------------------------------------------------------------------------
+
+
+def saliency_overlay(saliency_map: np.ndarray, sigma: float) -> np.ndarray:
+    """The paper's display: Gaussian blur, cap at the 99th percentile, keep the upper half
+    (values under the median are NaN, i.e. transparent), scaled to [0, 1]."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    s = gaussian_filter(np.asarray(saliency_map, dtype=np.float64), sigma)
+    s = np.minimum(s, np.percentile(s, 99))
+    lo, hi = np.percentile(s, 50), s.max()
+    out = (s - lo) / max(hi - lo, 1e-12)
+    out[s < lo] = np.nan
+    return out
+
+
+def mosaics(images, labels, layouts):
+    """Mosaics side by side, titled with their image label and number of tumour patches."""
+    fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.2), squeeze=False)
+    for ax, img, y, lay in zip(axes[0], images, labels, layouts):
+        ax.imshow(img)
+        ax.set_title(f"label {y}: {lay.sum()} tumour patch(es)")
+        ax.axis("off")
+    return fig
+
+
+def loss_curves(histories: dict):
+    """Training loss per epoch, one line per method (``histories``: method -> list of losses)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for (method, losses), style in zip(histories.items(), ("-o", "--x", ":s")):
+        ax.plot(range(1, len(losses) + 1), losses, style, label=method)
+    ax.set(xlabel="epoch", ylabel="training loss", title="Same initialisation, same batches")
+    ax.legend()
+    return fig
+
+
+def streaming_memory_time(runs):
+    """Peak memory and time per step against image side (constant tile) and tile side (constant input).
+
+    ``runs``: DataFrame with method, sweep, image_size, tile_size, step_peak_mib, process_peak_mib,
+    time_s. Memory panels show the step's peak (solid) and the whole process's peak (dotted).
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    tile_sweep = runs[runs.sweep == "constant_tile"]
+    sizes = sorted(tile_sweep.image_size.unique())
+    for (method, placement), d in tile_sweep.groupby(["method", "input_on"]):
+        d = d.sort_values("image_size")
+        label = f"{method} (input on {placement})"
+        line, = axes[0].plot(d.image_size, d.step_peak_mib, marker="o", label=f"{label}: step")
+        axes[0].plot(d.image_size, d.process_peak_mib, ":", marker=".", color=line.get_color(),
+                     label=f"{label}: whole process")
+        axes[1].plot(d.image_size, d.time_s, marker="o", label=label)
+    for ax, what in zip(axes[:2], ("peak memory (MiB)", "time per step (s)")):
+        ax.set(yscale="log", xlabel="image side (px)", ylabel=what)
+        log2_axis(ax, "x")
+        ax.minorticks_off()
+        if sizes:
+            ax.set_xticks(sizes, [str(int(s)) for s in sizes])
+        ax.legend(fontsize=7)
+    axes[0].set_title("constant tile: memory follows the tile, not the image")
+    d = runs[runs.sweep == "constant_input"].sort_values("tile_size")
+    ax2 = axes[2].twinx()
+    axes[2].plot(d.tile_size, d.step_peak_mib, "s-", color="C1", label="peak memory (step)")
+    ax2.plot(d.tile_size, d.time_s, "^--", color="C2", label="time")
+    axes[2].set(xlabel="tile side (px)", ylabel="peak memory (MiB)",
+                title=f"constant input ({int(d.image_size.max()) if len(d) else '-'} px)")
+    if len(d):
+        log2_axis(axes[2], "x")
+        axes[2].minorticks_off()
+        axes[2].set_xticks(list(d.tile_size), [str(int(t)) for t in d.tile_size])
+    ax2.set_ylabel("time per step (s)")
+    axes[2].legend(loc="upper left")
+    ax2.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def auc_vs_size(e2e):
+    """Test AUC with its 95% CI against image side (same field of view). ``e2e``: image_size, auc, auc_lo, auc_hi."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar(e2e.image_size, e2e.auc, yerr=[e2e.auc - e2e.auc_lo, e2e.auc_hi - e2e.auc], fmt="o-", capsize=4)
+    ax.axhline(0.5, color="grey", ls=":", label="chance")
+    ax.set(xlabel="image side (px), same field of view", ylabel="test AUC (95% CI)",
+           title="Any tumour in the image? (image-level labels)")
+    log2_axis(ax, "x")
+    ax.minorticks_off()
+    ax.set_xticks(list(e2e.image_size), [str(s) for s in e2e.image_size])
+    ax.legend()
+    return fig
+
+
+def saliency_panels(images, maps, probabilities, layouts, grid: int):
+    """Images (CHW, normalised to [-1, 1]) with their saliency overlay; cyan boxes mark the real tumour patches."""
+    fig, axes = plt.subplots(1, len(images), figsize=(4.5 * len(images), 4.5), squeeze=False)
+    for ax, x, s, p, layout in zip(axes[0], images, maps, probabilities, layouts):
+        size = x.shape[-1]
+        cell = size / grid
+        ax.imshow((x.permute(1, 2, 0).numpy() * 0.5 + 0.5).clip(0, 1))
+        ax.imshow(saliency_overlay(s, sigma=size / 160), cmap="inferno", alpha=0.6)
+        for r, c in zip(*layout.nonzero()):
+            ax.add_patch(plt.Rectangle((c * cell, r * cell), cell, cell, fill=False, ec="cyan", lw=2))
+        ax.set_title(f"p(tumour) = {p:.2f}")
+        ax.axis("off")
+    return fig
+
 
 # --- 05 TIL: NAR vs IR vs ResRep -------------------------------------------------------------------------------
 

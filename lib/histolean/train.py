@@ -63,6 +63,10 @@ class ArrayDataset(Dataset):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels
         self.augment, self.size = augment, size
+        self.reseed(seed)
+
+    def reseed(self, seed) -> None:
+        """Restart the augmentation draws (``fit`` calls it, so a run never depends on earlier ones)."""
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -81,13 +85,43 @@ class ArrayDataset(Dataset):
         return (x - NORM_MEAN) / NORM_STD, self.labels[i]
 
 
+def _seed_worker(worker_id: int) -> None:
+    """Each loader worker augments with its own seed, derived from the loader's generator.
+
+    torch gives worker ``i`` the seed ``base + i``, with ``base`` drawn from the loader's
+    generator for every pass; a dataset copied into the worker restarts its draws from it.
+    """
+    info = torch.utils.data.get_worker_info()
+    if hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(info.seed)
+
+
 def make_loader(images, labels, batch_size: int = 32, shuffle: bool = False, augment: bool = False,
                 seed: int = 0, size: int | None = None, num_workers: int = 0) -> DataLoader:
-    """A DataLoader over uint8 image arrays, reproducible for a given seed."""
+    """A DataLoader over uint8 image arrays, reproducible for a given seed (``fit`` reseeds it)."""
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(ArrayDataset(images, labels, augment=augment, size=size, seed=seed),
                       batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=num_workers,
+                      worker_init_fn=_seed_worker if num_workers > 0 else None,
                       pin_memory=torch.cuda.is_available())
+
+
+def reseed_loader(loader, seed: int) -> None:
+    """Restart a loader's shuffling and augmentation from ``seed``.
+
+    Resets the loader's generator (shuffling, and the per-pass worker seeds with
+    ``num_workers > 0``) and calls ``dataset.reseed(seed)`` where the dataset has it, so two
+    fits with one seed see the same batches whatever the loader served before.
+    """
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(seed)
+    sampler_generator = getattr(getattr(loader, "sampler", None), "generator", None)
+    if sampler_generator is not None and sampler_generator is not generator:
+        sampler_generator.manual_seed(seed)
+    dataset = getattr(loader, "dataset", None)
+    if hasattr(dataset, "reseed"):
+        dataset.reseed(seed)
 
 
 # --------------------------------------------------------------------------- loop
@@ -175,11 +209,13 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     ``after_backward(model, step)`` runs between ``loss.backward()`` and the
     optimiser step (ResRep resets gradients there); ``on_step_end(model, step)``
     after it. The best weights live in memory and, when ``checkpoint_path`` is
-    given, on disk too.
+    given, on disk too. ``seed`` seeds every RNG and restarts the training loader's
+    shuffling and augmentation (:func:`reseed_loader`): one seed, one result.
     """
     from tqdm.auto import tqdm
 
     seed_everything(seed)
+    reseed_loader(train_loader, seed)
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
     loss_fn = loss_fn or nn.CrossEntropyLoss()

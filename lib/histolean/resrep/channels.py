@@ -28,7 +28,20 @@ zero-pad. So units are *kept* (not pruned, no error) when:
   (the input, a parameter, an excluded conv);
 * they are combined with a number computed in the graph (a tensor constant, a
   size), whose value conversion cannot fold;
-* the user lists their conv in ``exclude``.
+* the user lists their conv in ``exclude``;
+* a non-zero constant padding (``ConstantPad2d``, ``F.pad(value != 0)``) pads them: a removed
+  channel would be constant inside but the pad value on the border;
+* the pruning ``scope`` leaves them out (below).
+
+Pruning scope (``analyse(..., scope=...)``, passed on by ``resrep.prepare``):
+
+* ``"any"`` (default): every channel the rules above allow, including the residual stream
+  (tied channels pruned together), the shortcut and the stem;
+* ``"bottleneck"``: only the internal convolutions of residual blocks - convs inside a module
+  whose forward adds two feature maps, whose channels never reach an addition. In ResNet50V2
+  these are ``conv1`` and ``conv2`` of each bottleneck; the residual stream (``conv3``, the
+  shortcut) and the stem are kept. This is what the official ResRep code prunes in ResNet-50
+  and what the NAR paper's Table 2 shows.
 
 An :class:`UnprunableModelError` naming the module is raised when the model
 cannot be traced, or when an operation whose channel semantics are unknown
@@ -50,6 +63,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 ZERO, CONST = 0, 1  # value of a removed channel at a tensor: exactly zero, or a per-channel constant
 FIXED = -1          # label of a feature that is never removed
+SCOPES = ("any", "bottleneck")  # see the module docstring
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
                         nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Mish, nn.Softplus, nn.CELU, nn.SELU)
@@ -113,6 +127,7 @@ class ChannelGraph:
     source_node: dict[str, str]   # conv node name -> node whose output carries its slots (BN or conv)
     reasons: dict[int, str] = field(default_factory=dict)  # pinned class -> why (first reason)
     node_labels: dict[str, np.ndarray] = field(default_factory=dict)  # fx node name -> feature labels
+    scope: str = "any"            # which channels may be pruned at all (see SCOPES)
 
     def kept_features(self, labels: np.ndarray, dropped: np.ndarray) -> np.ndarray:
         """Boolean mask over ``labels``: FIXED features and features of classes not in ``dropped``."""
@@ -222,20 +237,25 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     return gm
 
 
-def analyse(model: nn.Module, example: torch.Tensor, exclude=()) -> ChannelGraph:
+def analyse(model: nn.Module, example: torch.Tensor, exclude=(), scope: str = "any") -> ChannelGraph:
     """Trace ``model`` on ``example`` and find its prunable channels (see the module docstring)."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     exclude = {exclude} if isinstance(exclude, str) else set(exclude)
     convs = {name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     if exclude - convs:
         raise ValueError(f"{type(model).__name__}: exclude names {sorted(exclude - convs)} are not Conv2d modules "
                          f"of the model (e.g. {sorted(convs)[:3]})")
     gm = trace(model, example)
-    return _Analysis(gm, exclude, type(model).__name__).run()
+    return _Analysis(gm, exclude, type(model).__name__, scope).run()
 
 
 class _Analysis:
-    def __init__(self, gm: fx.GraphModule, exclude: set[str], model_name: str):
+    def __init__(self, gm: fx.GraphModule, exclude: set[str], model_name: str, scope: str = "any"):
         self.gm = gm
+        self.scope = scope
+        self.added: set[int] = set()          # slots that take part in an addition of two feature maps
+        self.residual_blocks: set[str] = set()  # module paths whose forward adds two feature maps
         self.modules = dict(gm.named_modules())
         self.exclude = exclude
         self.model_name = model_name
@@ -383,10 +403,11 @@ class _Analysis:
 
     def pad(self, node, src, adds_values: bool, value) -> None:
         labels, state = self.labels[src.name], self.state[src.name]
-        if adds_values:
+        if adds_values and value not in (0, 0.0, None):
+            # zero (or any constant) inside, the pad value on the border: not a constant any more
+            self.pin(labels, None, f"padded with the non-zero constant {value} at '{node.name}'")
+        elif adds_values:
             self.pin(labels, state == CONST, f"a non-zero constant would reach padding '{node.name}'")
-            if value not in (0, 0.0, None):
-                state = np.full_like(state, CONST)
         self.passthrough(node, src, state)
 
     def reshape(self, node, src, shape) -> None:
@@ -467,6 +488,9 @@ class _Analysis:
             full = a if len(a) == shape[1] else b
             self.set(node, np.full(len(full), FIXED), np.zeros(len(full), np.uint8))
             return
+        self.added.update(int(v) for v in np.concatenate([a, b]) if v >= 0)
+        stack = node.meta.get("nn_module_stack") or {}
+        self.residual_blocks.add(next(reversed(stack)) if stack else "")
         out = a.copy()
         for i in range(len(a)):
             if a[i] >= 0 and b[i] >= 0:
@@ -496,6 +520,8 @@ class _Analysis:
         roots = np.array([self.uf.find(i) for i in range(n)], dtype=np.int64)
         _, slot_class = np.unique(roots, return_inverse=True)
         n_classes = int(slot_class.max()) + 1 if n else 0
+        if self.scope == "bottleneck":
+            self.pin_outside_bottlenecks(slot_class)
         pinned = np.zeros(n_classes, dtype=bool)
         reasons: dict[int, str] = {}
         for slot, why in self.pins.items():
@@ -504,7 +530,23 @@ class _Analysis:
             reasons.setdefault(cls, why)
         self.place_sources()
         return ChannelGraph(self.gm, self.layers, np.asarray(self.slot_layer, dtype=np.int64),
-                            slot_class.astype(np.int64), pinned, self.source_node, reasons, self.labels)
+                            slot_class.astype(np.int64), pinned, self.source_node, reasons, self.labels, self.scope)
+
+    def pin_outside_bottlenecks(self, slot_class: np.ndarray) -> None:
+        """Scope "bottleneck": keep every class that reaches an addition and every conv outside a residual block."""
+        if not self.residual_blocks:
+            raise ValueError(f"{self.model_name}: scope='bottleneck' prunes the internal convs of residual blocks, "
+                             f"but the model adds no two feature maps; use scope='any'")
+        stream = {int(slot_class[s]) for s in self.added}
+        for layer in self.layers:
+            if layer.out_slots is None:
+                continue
+            inside = any(block == "" or layer.name.startswith(block + ".") for block in self.residual_blocks)
+            if not inside:
+                self.pin(layer.out_slots, None, f"'{layer.name}' is outside the residual blocks (scope 'bottleneck')")
+            else:
+                on_stream = np.isin(slot_class[layer.out_slots], sorted(stream))
+                self.pin(layer.out_slots, on_stream, f"'{layer.name}' feeds the residual stream (scope 'bottleneck')")
 
     def place_sources(self) -> None:
         """The compactor goes after the conv's BN when that BN is the conv's only consumer."""

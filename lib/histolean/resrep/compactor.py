@@ -55,6 +55,11 @@ class ResRepNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @property
+    def scope(self) -> str:
+        """The pruning scope the channels were analysed with ("any" or "bottleneck")."""
+        return self.channels.scope
+
     def compactors(self) -> list[tuple[Layer, Compactor]]:
         return [(layer, self.net.get_submodule(self.compactor_names[layer.node])) for layer in self.pruned_layers]
 
@@ -76,6 +81,13 @@ class ResRepNet(nn.Module):
             np.add.at(counts, classes, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(counts > 0, sums / counts, np.nan)
+
+    def class_max_norms(self) -> np.ndarray:
+        """Largest compactor row norm of each class (collapsed: all its rows are ~0); NaN if no compactor."""
+        out = np.full(self.channels.n_classes, -np.inf)
+        for layer, comp in self.compactors():
+            np.maximum.at(out, self.channels.slot_class[layer.out_slots], comp.row_norms().double().cpu().numpy())
+        return np.where(np.isfinite(out), out, np.nan)
 
     def row_norms(self) -> tuple[np.ndarray, np.ndarray]:
         """(norm, masked) of every compactor row: what the histogram of the benchmark shows."""
@@ -116,7 +128,7 @@ class ResRepNet(nn.Module):
 
     def summary(self) -> dict:
         graph = self.channels
-        return {"compactors": len(self.pruned_layers), "classes": graph.n_classes,
+        return {"scope": graph.scope, "compactors": len(self.pruned_layers), "classes": graph.n_classes,
                 "pinned_classes": int(graph.class_pinned.sum()),
                 "prunable_channels": int((~graph.class_pinned[graph.slot_class]).sum()),
                 "masked_classes": int(self.dropped_classes().sum()),
@@ -130,13 +142,16 @@ def _size2(input_size) -> tuple[int, int]:
     return (int(h), int(w))
 
 
-def prepare(model: nn.Module, input_size, *, in_channels: int = 3, exclude=(), copy_model: bool = True) -> ResRepNet:
+def prepare(model: nn.Module, input_size, *, in_channels: int = 3, exclude=(), scope: str = "any",
+            copy_model: bool = True) -> ResRepNet:
     """Trace ``model``, find its prunable convolutions and insert a compactor after each.
 
     ``input_size``: int or (H, W) of the training input (FLOPs depend on it). ``exclude``:
-    module names of convolutions whose output channels must be kept. The model is deep-copied
-    unless ``copy_model=False``. Raises :class:`UnprunableModelError` naming the module when an
-    operation cannot be pruned through.
+    module names of convolutions whose output channels must be kept. ``scope``: "any" (every
+    channel the graph allows) or "bottleneck" (only the internal convs of residual blocks, as
+    official ResRep prunes ResNet-50; see :mod:`histolean.resrep.channels`). The model is
+    deep-copied unless ``copy_model=False``. Raises :class:`UnprunableModelError` naming the
+    module when an operation cannot be pruned through.
     """
     size = _size2(input_size)
     model = copy.deepcopy(model) if copy_model else model
@@ -146,7 +161,7 @@ def prepare(model: nn.Module, input_size, *, in_channels: int = 3, exclude=(), c
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
     example = torch.randn(1, in_channels, *size, device=device, dtype=dtype)
-    graph = analyse(model, example, exclude=exclude)
+    graph = analyse(model, example, exclude=exclude, scope=scope)
     gm = graph.graph_module
     nodes = {n.name: n for n in gm.graph.nodes}
     for layer in graph.prunable_layers():

@@ -1,9 +1,28 @@
-"""Forgetting: fold BN and compactors into the convolutions and physically drop removed channels."""
+"""Forgetting: fold BN and compactors into the convolutions and physically drop removed channels.
+
+Which channels are removed (``convert(net, mode=...)``):
+
+* ``"collapsed"`` (default, Ding et al.'s conversion): the channels whose compactor rows have
+  collapsed, i.e. every tied row has an L2 norm below ``threshold`` (1e-5). Exact up to that
+  norm, whatever the mask says.
+* ``"epsilon"`` (``convert(net, epsilon=0.9)``): the NAR paper's epsilon read as a threshold on
+  the compactor row norm (mean over tied rows): every channel with ``||F|| < epsilon`` goes. Our
+  reading of the paper; its range 0.82-0.94 fits, because under Adam + StepLR masked rows level
+  off near 0.7 instead of collapsing. Not exact: removed rows still carried signal.
+* ``"mask"``: the masked channels whatever their norm (what a short run needs to reach the
+  FLOPs target before the rows have collapsed). Exact only once the masked rows are zero.
+
+Every conversion comes with a :class:`ConversionReport`: the largest norm among removed rows,
+the largest output difference between the compactor network and the converted one on a batch
+(eval mode), and ``exact``; an :class:`InexactConversionWarning` is issued when the difference
+is above the tolerance.
+"""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import warnings
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -11,6 +30,34 @@ from torch import fx, nn
 
 from . import channels as ch
 from .compactor import COMPACTOR_PREFIX, ResRepNet
+
+
+MODES = ("collapsed", "epsilon", "mask")
+COLLAPSED_NORM = 1e-5   # Ding et al.: a compactor row below this norm has collapsed
+TOLERANCE = 1e-3        # default bound on max |output difference| / max(1, max |output|)
+
+
+class InexactConversionWarning(UserWarning):
+    """The converted network's outputs differ from the compactor network's by more than the tolerance."""
+
+
+@dataclass
+class ConversionReport:
+    """How far a conversion is from exact; ``as_dict()`` gives plain values for result rows."""
+
+    mode: str                   # "collapsed" | "epsilon" | "mask"
+    threshold: float | None     # the row-norm threshold (collapsed: 1e-5, epsilon: epsilon); None for mask
+    removed_classes: int        # pruning units removed (tied channels count once)
+    removed_channels: int       # output channels removed over all layers
+    max_removed_norm: float     # largest compactor row norm among the removed rows (0.0: none removed)
+    max_output_diff: float      # max |compactor net(x) - converted(x)| on the check batch, eval mode
+    output_scale: float         # max |compactor net(x)|
+    tolerance: float            # exact <=> max_output_diff <= tolerance * max(1, output_scale)
+    exact: bool
+    batch: str                  # what x was, e.g. "4 random normal inputs"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -25,37 +72,60 @@ class ConvertedNetwork:
     removed_channels: int                   # output channels removed over all layers (tied ones counted per layer)
     input_size: tuple[int, int]
     epsilon: float | None = None
+    mode: str = "collapsed"
+    report: ConversionReport | None = None
 
     @property
     def flops_ratio(self) -> float:
         return self.predicted_flops / self.original_flops
 
 
-def removed_classes(net: ResRepNet, epsilon: float | None = None, min_channels: int = 1) -> np.ndarray:
-    """Classes that conversion removes.
+def _mode(mode: str | None, epsilon: float | None) -> str:
+    mode = mode or ("epsilon" if epsilon is not None else "collapsed")
+    if mode not in MODES:
+        raise ValueError(f"conversion mode must be one of {MODES}, got {mode!r}")
+    if (mode == "epsilon") != (epsilon is not None):
+        raise ValueError(f"epsilon={epsilon!r} goes with mode='epsilon' only (got mode={mode!r})")
+    return mode
 
-    ``epsilon=None``: the masked classes. ``epsilon=<float>``: the NAR paper's threshold, i.e.
-    every class whose compactor row norm (mean over tied rows) is below ``epsilon`` - compactor
-    rows start at norm 1, so 0.9 removes the channels that lost more than 10 % of it - while
-    keeping ``min_channels`` per conv.
+
+def removed_classes(net: ResRepNet, epsilon: float | None = None, min_channels: int = 1, *,
+                    mode: str | None = None, threshold: float = COLLAPSED_NORM) -> np.ndarray:
+    """Classes that conversion removes (see the module docstring for the modes).
+
+    ``mode="collapsed"`` (default): every class whose rows all have a norm below ``threshold``.
+    ``epsilon=<float>``: the NAR paper's threshold, i.e. every class whose compactor row norm
+    (mean over tied rows) is below ``epsilon`` - rows start at norm 1, so 0.9 removes the
+    channels that lost more than 10 % of it. ``mode="mask"``: the masked classes. Threshold
+    modes keep ``min_channels`` per conv.
     """
-    if epsilon is None:
+    mode = _mode(mode, epsilon)
+    if mode == "mask":
         return net.dropped_classes()
-    return net.flops_model.select(net.class_scores(), below=float(epsilon), min_channels=min_channels)
+    if mode == "epsilon":
+        return net.flops_model.select(net.class_scores(), below=float(epsilon), min_channels=min_channels)
+    return net.flops_model.select(net.class_max_norms(), below=float(threshold), min_channels=min_channels)
 
 
 @torch.no_grad()
-def convert(net: ResRepNet, epsilon: float | None = None, min_channels: int = 1) -> ConvertedNetwork:
-    """Return the plain network without the removed channels (see :func:`removed_classes`).
+def convert(net: ResRepNet, epsilon: float | None = None, min_channels: int = 1, *, mode: str | None = None,
+            threshold: float = COLLAPSED_NORM, batch: torch.Tensor | None = None, tolerance: float = TOLERANCE,
+            warn: bool = True) -> ConvertedNetwork:
+    """Return the plain network without the removed channels, and a report on how exact it is.
 
-    BN is fused into its conv, the compactor folded in, removed output channels dropped from
-    the conv and removed input channels from every consumer (conv, depthwise conv, BN, linear);
-    where a removed channel reaches a consumer as a non-zero constant (after a pre-activation
-    BN), that constant is folded into the consumer's bias. In eval mode the result equals the
-    compactor network whose removed compactor rows are zero.
+    ``mode``: "collapsed" (default; rows with norm < ``threshold``), "epsilon" (implied by
+    ``epsilon=``) or "mask" (see the module docstring). BN is fused into its conv, the compactor
+    folded in, removed output channels dropped from the conv and removed input channels from
+    every consumer (conv, depthwise conv, BN, linear); where a removed channel reaches a
+    consumer as a non-zero constant (after a pre-activation BN), that constant is folded into
+    the consumer's bias. In eval mode the result equals the compactor network whose removed
+    compactor rows are zero. ``result.report`` compares both networks on ``batch`` (default:
+    4 seeded random normal inputs) and, with ``warn``, warns when they differ by more than
+    ``tolerance`` (relative to max(1, max |output|)).
     """
+    mode = _mode(mode, epsilon)
     graph = net.channels
-    dropped = removed_classes(net, epsilon, min_channels)
+    dropped = removed_classes(net, epsilon, min_channels, mode=mode, threshold=threshold)
     gm = _copy_structure(net.net).eval()
     nodes = {n.name: n for n in gm.graph.nodes}
     values = _removed_channel_values(gm, graph)
@@ -98,8 +168,44 @@ def convert(net: ResRepNet, epsilon: float | None = None, min_channels: int = 1)
     gm.graph.lint()
     gm.recompile()
     gm.delete_all_unused_submodules()
-    return ConvertedNetwork(gm, widths, original, net.flops_model.total(dropped), net.original_flops,
-                            removed, net.input_size, epsilon)
+    result = ConvertedNetwork(gm, widths, original, net.flops_model.total(dropped), net.original_flops,
+                              removed, net.input_size, epsilon, mode)
+    threshold_used = {"collapsed": float(threshold), "epsilon": epsilon, "mask": None}[mode]
+    result.report = _report(net, result, dropped, threshold_used, batch, tolerance)
+    if warn and not result.report.exact:
+        r = result.report
+        warnings.warn(InexactConversionWarning(
+            f"ResRep conversion (mode {mode!r}) is not exact: removed compactor rows had norms up to "
+            f"{r.max_removed_norm:.3g}, outputs differ by up to {r.max_output_diff:.3g} (largest output "
+            f"{r.output_scale:.3g}, tolerance {tolerance:g}) on {r.batch}"), stacklevel=3)  # 3: past torch.no_grad's wrapper
+    return result
+
+
+def _report(net: ResRepNet, result: ConvertedNetwork, dropped: np.ndarray, threshold, batch, tolerance: float
+            ) -> ConversionReport:
+    """Largest removed row norm and output difference of the two networks (eval mode) on ``batch``."""
+    norms = [comp.row_norms().cpu()[torch.as_tensor(dropped[net.channels.slot_class[layer.out_slots]])]
+             for layer, comp in net.compactors()]
+    removed_norms = torch.cat(norms) if norms else torch.zeros(0)
+    ref = next(net.parameters())
+    if batch is None:  # a private generator: conversion must not move the global random state
+        g = torch.Generator().manual_seed(0)
+        batch = torch.randn(4, net.in_channels, *net.input_size, generator=g)
+        what = f"4 random normal inputs of {net.input_size[0]}x{net.input_size[1]} px"
+    else:
+        what = f"the given batch of shape {tuple(batch.shape)}"
+    batch = batch.to(device=ref.device, dtype=ref.dtype)
+    was_training = net.training
+    try:
+        expected = net.eval()(batch).double()
+        got = result.module.eval()(batch).double()
+    finally:
+        net.train(was_training)
+    diff = float((got - expected).abs().max())
+    scale = float(expected.abs().max())
+    return ConversionReport(result.mode, threshold, int(dropped.sum()), result.removed_channels,
+                            float(removed_norms.max()) if len(removed_norms) else 0.0, diff, scale, float(tolerance),
+                            diff <= tolerance * max(1.0, scale), what)
 
 
 def _set_module(gm: fx.GraphModule, name: str, module: nn.Module) -> None:

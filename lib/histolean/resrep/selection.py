@@ -56,11 +56,12 @@ class FlopsModel:
         return int(sum(self._layer_flops(i, n_in[i], n_out[i]) for i in range(len(self.layers))))
 
     def select(self, scores: np.ndarray, *, flops_target: float | None = None, below: float | None = None,
-               min_channels: int = 1) -> np.ndarray:
+               min_channels: int = 1, limit: int | None = None) -> np.ndarray:
         """Remove classes in increasing ``scores`` order; returns the boolean ``dropped`` per class.
 
         ``flops_target``: stop once the FLOPs fall to this fraction of the original network's.
         ``below``: only classes whose score is below it are candidates (threshold conversion).
+        ``limit``: remove at most this many classes (progressive masking).
         A class is skipped when removing it would leave a convolution fewer than ``min_channels``
         output channels; pinned classes are never removed.
         """
@@ -80,6 +81,8 @@ class FlopsModel:
         dropped = np.zeros(self.graph.n_classes, dtype=bool)
         for cls in order.tolist():
             if target is not None and total <= target:
+                break
+            if limit is not None and dropped.sum() >= limit:
                 break
             effects = self.effects.get(cls, ())
             if any(do and n_out[i] - do < min_channels for i, _, do in effects):
