@@ -75,14 +75,14 @@ def tiny_task(tmp_path):
 
 def test_runner_trains_saves_and_resumes(tiny_task, tmp_path):
     cfg = tilbench.TrainConfig(epochs=1, batch_size=8, runs=1)
-    variants = tilbench.build_variants({"resnet50v2": {"base_input": 16, "ir": [2], "resrep": [0.9]}})
+    variants = tilbench.build_variants({"tiny": {"base_input": 16, "ir": [2], "resrep": [0.9]}})
     rcfg = tilbench.ResRepConfig(epochs=1, setting="resrep", lr=0.01, compactor_lr=0.3, lasso_strength=0.01,
-                                 flops_target=0.5, warmup_epochs=0.5, mask_interval=1)
+                                 flops_target=0.5, warmup_epochs=0.5, mask_interval=1, granularity=None)
     log: list[str] = []
     first = tilbench.TilRunner(tiny_task, tmp_path, cfg, rcfg, device="cpu", log=log.append).run(variants, progress=False)
-    assert sum("trained" in m for m in log) == 2 and sum("remembered" in m for m in log) == 1
+    assert sum("trained in" in m for m in log) == 2 and sum("remembered" in m for m in log) == 1
     model_dir = tmp_path / "models" / "til_nar_resrep"
-    net, info = checkpoints.load_model(model_dir / "resnet50v2__ir_k2.pt")
+    net, info = checkpoints.load_model(model_dir / "tiny__ir_k2.pt")
     assert info["input_size"] == 12 and info["mean"] == [0.5] * 3 and info["classes"][1] == "TIL-positive"
     assert info["method"] == "ir" and info["setting"] == {"k": 2} and 0 <= info["auc"] <= 1
     rows = tilbench.summarise(first, tiny_task, {}, {"epochs": 1}, n_boot=50)
@@ -94,28 +94,28 @@ def test_runner_trains_saves_and_resumes(tiny_task, tmp_path):
     again = tilbench.TilRunner(tiny_task, tmp_path, cfg, rcfg, device="cpu", log=log.append).run(variants, progress=False)
     assert not log, log  # nothing retrained
     assert all(run["resumed"] for r in again.values() for run in r.runs)
-    assert np.allclose(again["resnet50v2__ir_k2"].test_probs, first["resnet50v2__ir_k2"].test_probs)
+    assert np.allclose(again["tiny__ir_k2"].test_probs, first["tiny__ir_k2"].test_probs)
 
     # a damaged model file: said so, kept aside, the variant retrained; other variants untouched
-    (model_dir / "resnet50v2__ir_k2.pt").write_bytes(b"not a checkpoint")
+    (model_dir / "tiny__ir_k2.pt").write_bytes(b"not a checkpoint")
     log.clear()
     tilbench.TilRunner(tiny_task, tmp_path, cfg, rcfg, device="cpu", log=log.append).run(variants, progress=False)
-    assert any("resnet50v2__ir_k2.pt" in m and "cannot be read" in m for m in log), log
-    assert (model_dir / "resnet50v2__ir_k2.pt.corrupt").exists()
-    assert sum("trained" in m for m in log) == 1
-    checkpoints.load_model(model_dir / "resnet50v2__ir_k2.pt")
+    assert any("tiny__ir_k2.pt" in m and "cannot be read" in m for m in log), log
+    assert (model_dir / "tiny__ir_k2.pt.corrupt").exists()
+    assert sum("trained in" in m for m in log) == 1
+    checkpoints.load_model(model_dir / "tiny__ir_k2.pt")
 
     # changed settings: a different fingerprint, so the run is redone rather than reused
     log.clear()
     changed = tilbench.TrainConfig(epochs=1, batch_size=8, runs=1, lr=1e-3)
     tilbench.TilRunner(tiny_task, tmp_path, changed, rcfg, device="cpu", log=log.append).run(variants[:1], progress=False)
-    assert sum("trained" in m for m in log) == 1
-    assert json.loads((model_dir / "resnet50v2__original__run0.json").read_text())["resumed"] is False
+    assert sum("trained in" in m for m in log) == 1
+    assert json.loads((model_dir / "tiny__original__run0.json").read_text())["resumed"] is False
 
 
 def test_speed_is_measured_side_by_side():
-    a = models.build(arch.resnet50v2(input_size=16))
-    b = models.build(arch.resnet50v2(input_size=8))
+    a = models.build(arch.small_cnn("tiny", input_size=16))
+    b = models.build(arch.small_cnn("tiny", input_size=8))
     out = tilbench.measure_speed({"a": (a, 16), "b": (b, 8)}, "a", batch_size=2, repeats=5, device="cpu")
     assert out["a"]["speedup"] == 1.0 and out["b"]["speed_repeats"] == 5
     assert out["b"]["latency_ms_min"] <= out["b"]["latency_ms"] <= out["b"]["latency_ms_max"]

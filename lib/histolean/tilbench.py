@@ -227,10 +227,19 @@ class ResRepConfig:
     flops_target: float = 0.75
     warmup_epochs: float = 1.0
     mask_interval: int = 200
+    granularity: int | None = 4       # classes added to the mask per update (official 4; None: all at once)
+    scope: str = "paper"              # "paper" (resrep.paper_scope: bottleneck-internal for ResNets) | "any" | "bottleneck"
 
     def __post_init__(self):
         if self.init not in ("original", "scratch"):
             raise ValueError(f"resrep init must be 'original' or 'scratch', got {self.init!r}")
+        if self.scope not in ("paper", "any", "bottleneck"):
+            raise ValueError(f"resrep scope must be 'paper', 'any' or 'bottleneck', got {self.scope!r}")
+
+    def scope_for(self, spec: Spec) -> str:
+        from . import resrep
+
+        return resrep.paper_scope(spec) if self.scope == "paper" else self.scope
 
 
 def _hash(obj) -> str:
@@ -381,7 +390,7 @@ class TilRunner:
             if key not in done:
                 done[key] = self._remember(v, r, run_seed)
             net, train_time, fp, resumed = done[key]
-            small = resrep.convert(net, epsilon=v.setting["epsilon"])
+            small = resrep.convert(net, epsilon=v.setting["epsilon"], warn=False)  # inexact by design: reported
             module = small.module.to(self.device).eval()
             val = train.evaluate(module, self.loader("valid", size), device=self.device)
             probs, _ = train.predict(module, self.loader("test", size), device=self.device)
@@ -394,6 +403,7 @@ class TilRunner:
                 result.extra = {"gflops": counted / 1e9, "params": flops.count_params(module),
                                 **flops.count_layers(module), "flops_ratio": small.flops_ratio,
                                 "removed_channels": small.removed_channels, "kept_by_stage": kept_by_stage(small),
+                                "conversion": small.report.as_dict(), "resrep_scope": c.scope_for(v.spec),
                                 "masked_flops_ratio": net.predicted_flops(net.dropped_classes()) / net.original_flops}
         return result
 
@@ -413,7 +423,7 @@ class TilRunner:
         base = models.build(v.spec, seed=run_seed)
         if c.init == "original":
             base.load_state_dict(self.results[f"{v.model}__original"].net.state_dict())
-        net = resrep.prepare(base, v.spec.input_size)
+        net = resrep.prepare(base, v.spec.input_size, scope=c.scope_for(v.spec))
         if path.exists():
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
@@ -430,7 +440,8 @@ class TilRunner:
         t0 = time.perf_counter()
         run = resrep.remember(base, loader, input_size=v.spec.input_size, epochs=c.epochs,
                               flops_target=c.flops_target, setting=c.setting, lasso_strength=c.lasso_strength,
-                              warmup_epochs=c.warmup_epochs, mask_interval=c.mask_interval, seed=run_seed,
+                              warmup_epochs=c.warmup_epochs, mask_interval=c.mask_interval,
+                              granularity=c.granularity, scope=c.scope_for(v.spec), seed=run_seed,
                               device=self.device, progress=False, **overrides)
         recalibrate_batchnorm(run.net, loader, self.device)
         train_time = time.perf_counter() - t0
