@@ -101,12 +101,12 @@ def to_input(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarra
 
 def positive_probability(logits: np.ndarray) -> np.ndarray:
     """P(TIL) from (b, 2) logits (softmax) or (b, 1) (sigmoid), in float64."""
+    from scipy.special import expit, softmax
+
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim == 2 and logits.shape[1] > 1:
-        z = logits - logits.max(1, keepdims=True)
-        e = np.exp(z)
-        return e[:, 1] / e.sum(1)
-    return 1.0 / (1.0 + np.exp(-logits.reshape(-1)))
+        return softmax(logits, axis=1)[:, 1]
+    return expit(logits.reshape(-1))
 
 
 class Predictor:
