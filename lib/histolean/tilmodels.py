@@ -8,7 +8,7 @@
 
 The benchmark ``til_nar_resrep`` saves one checkpoint per variant with ``method`` original /
 ir / nar (/ resrep) and its validation ``auc``. The original is its ResNet50V2; the best
-reduced model is the reduced variant with the highest AUC (fewer GFLOPs break ties).
+reduced model is the reduced variant of the same network with the highest AUC (fewer GFLOPs break ties).
 """
 
 from __future__ import annotations
@@ -37,13 +37,16 @@ def find_checkpoints(folder: str | os.PathLike) -> dict[str, Path]:
         auc = ckpt.get("auc")
         auc = float(auc) if isinstance(auc, (int, float)) and np.isfinite(auc) else float("-inf")
         gflops = float(ckpt.get("gflops") or np.inf)
+        model = str(ckpt.get("model", ""))
         if ckpt.get("method") == "original":
-            originals.append((str(ckpt.get("model", "")) != "resnet50v2", -auc, path))
+            originals.append((model != "resnet50v2", -auc, path, model))
         elif ckpt.get("method"):
-            reduced.append((-auc, gflops, path))
-    if not originals or not reduced:
+            reduced.append((-auc, gflops, path, model))
+    if not originals:
         return {}
-    return {"original": min(originals)[-1], "reduced": min(reduced)[-1]}
+    original = min(originals)
+    reduced = [r for r in reduced if r[-1] == original[-1]]  # a reduction of that same network
+    return {"original": original[2], "reduced": min(reduced)[2]} if reduced else {}
 
 
 def train_stand_ins(folder: str | os.PathLike, *, input_size: int = 64, epochs: int = 2, n_train: int = 384,
