@@ -73,6 +73,10 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None, exact: boo
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.log_severity_level = 3  # only errors: the CPU provider's notes are noise here
+    # idle threads sleep instead of spinning: spinning steals the cores from the slide reader and
+    # from anything timed next to it (eager torch ran several times slower beside a spinning session)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(EXACT_DISABLED_OPTIMIZERS) if exact else None)

@@ -364,6 +364,15 @@ def map_image(tissue_grid: wsi.PatchGrid, grid: wsi.PatchGrid, positive: np.ndar
 
 
 # Many slides ---------------------------------------------------------------------------------------
+def local_cluster(n_workers: int = 2):
+    """A Dask LocalCluster of ``n_workers`` single-threaded processes, no dashboard (reuse it for
+    several :func:`map_slides` calls through ``distributed.Client(cluster)``)."""
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=40)
+
+
 _PREDICTORS: dict = {}  # per worker process: a model is loaded and exported once, not once per slide
 
 
@@ -389,7 +398,7 @@ def map_slides(inputs: Iterable[str | os.PathLike], model_path: str | os.PathLik
     the others.
 
     ``scheduler``: ``"local"`` starts a Dask LocalCluster of ``n_workers`` processes, an address
-    (``tcp://host:8786``) uses a running cluster, None maps in this process. ``threads`` per
+    (``tcp://host:8786``) or a ``distributed.Client`` uses a running cluster, None maps in this process. ``threads`` per
     worker (default: the cores shared out among the local workers). Other keywords go to
     :func:`map_slide`.
     """
@@ -418,17 +427,19 @@ def map_slides(inputs: Iterable[str | os.PathLike], model_path: str | os.PathLik
 
         cluster = None
         if scheduler == "local":
-            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=40)
+            cluster = local_cluster(n_workers)
+        if cluster is not None or isinstance(scheduler, Client):
             threads = threads or max(1, (os.cpu_count() or 1) // n_workers)
+        given = isinstance(scheduler, Client)
+        client = scheduler if given else Client(cluster if cluster is not None else scheduler)
         try:
-            with Client(cluster if cluster is not None else scheduler) as client:
-                futures = {client.submit(_map_one, str(p), threads=threads, pure=False, **args): str(p)
-                           for p in paths}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    overall.update(1)
+            futures = {client.submit(_map_one, str(p), threads=threads, pure=False, **args): str(p) for p in paths}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                overall.update(1)
         finally:
+            if not given:
+                client.close()
             if cluster is not None:
                 cluster.close()
     overall.close()
@@ -437,8 +448,8 @@ def map_slides(inputs: Iterable[str | os.PathLike], model_path: str | os.PathLik
 
 # Speed ---------------------------------------------------------------------------------------------
 def compare_backends(model: TilModel, slide: wsi.Slide, backends: Iterable[str], *, n_patches: int = 64,
-                     batch_size: int = 16, repeats: int = 5, warmup: int = 1, onnx_dir=None,
-                     progress: bool = False) -> dict[str, dict]:
+                     batch_size: int = 16, repeats: int = 5, warmup: int = 1, threads: int | None = None,
+                     onnx_dir=None, progress: bool = False) -> dict[str, dict]:
     """Model-only and end-to-end patches/s of each backend on ``n_patches`` tissue patches of
     ``slide``, timed side by side in one :func:`bench.compare_speed` run (reference: the first backend).
 
@@ -447,7 +458,10 @@ def compare_backends(model: TilModel, slide: wsi.Slide, backends: Iterable[str],
     prefetching reader while the model runs. Per backend: ``model_per_s``, ``end_to_end_per_s``,
     ``end_to_end_share`` (end-to-end / model-only), ``speedup`` (model-only, against the reference,
     median over rounds, with ``speedup_min``/``speedup_max``), ``end_to_end_speedup`` and
-    ``first_call_s`` (one call before timing: ONNX session or torch.compile included).
+    ``first_call_s`` (one call before timing: ONNX session or torch.compile included), and the
+    1-minute ``load_average`` of the machine after timing. ``threads`` is given to every backend
+    (one thread: a fair engine comparison that a busy shared machine does not distort much; torch's
+    OpenMP threads slow down several-fold when another process holds one of the cores).
     """
     import openslide
 
@@ -459,7 +473,7 @@ def compare_backends(model: TilModel, slide: wsi.Slide, backends: Iterable[str],
     images = np.stack([grid.read(i) for i in range(len(grid))])
     calls, first_call = {}, {}
     for backend in backends:
-        predictor = Predictor(model, backend, onnx_dir=onnx_dir)
+        predictor = Predictor(model, backend, threads=threads, onnx_dir=onnx_dir)
         t0 = time.perf_counter()
         predictor(images[:batch_size])
         first_call[backend] = time.perf_counter() - t0
@@ -476,6 +490,7 @@ def compare_backends(model: TilModel, slide: wsi.Slide, backends: Iterable[str],
                         "end_to_end_share": e["per_s"] / m["per_s"], "speedup": m["speedup"],
                         "speedup_min": m["speedup_min"], "speedup_max": m["speedup_max"],
                         "end_to_end_speedup": ref_e2e / e["median_s"], "first_call_s": first_call[backend],
-                        "n_patches": len(grid), "batch_size": batch_size, "repeats": repeats,
+                        "n_patches": len(grid), "batch_size": batch_size, "repeats": repeats, "threads": threads,
+                        "load_average": os.getloadavg()[0],
                         "reference": backends[0], "timing": {"model": m, "end_to_end": e}}
     return out
