@@ -45,6 +45,17 @@ def test_two_worker_local_cluster_gives_the_single_process_predictions(tiny_mode
     np.testing.assert_array_equal(a["probability"].to_numpy(), b["probability"].to_numpy())
 
 
+@pytest.mark.slow
+def test_an_existing_scheduler_address_is_used(tiny_model, small_slide, tmp_path):
+    cluster = tilmap.local_cluster(1)
+    try:
+        [r] = tilmap.map_slides([small_slide], tiny_model, tmp_path, scheduler=cluster.scheduler_address,
+                                max_patches=20, progress=False)
+    finally:
+        cluster.close()
+    assert r["status"] == "done" and r["n_patches"] == 20
+
+
 def test_geojson_parses_and_lies_inside_the_slide(tiny_model, small_slide, tmp_path):
     first = tilmap.map_slide(small_slide, tiny_model, tmp_path, backend="torch", progress=False)
     probs = tilmap.read_patches(first["folder"])["probability"].to_numpy()

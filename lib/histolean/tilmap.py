@@ -379,7 +379,8 @@ _PREDICTORS: dict = {}  # per worker process: a model is loaded and exported onc
 def _map_one(slide_path: str, model_path: str, out_dir: str, backend: str, threads: int | None, **kwargs) -> dict:
     """One slide, never raising: a failure is a row naming the slide and the problem."""
     try:
-        key = (model_path, backend, threads)
+        stat = os.stat(model_path)
+        key = (model_path, stat.st_mtime_ns, stat.st_size, backend, threads)  # a rewritten checkpoint reloads
         if key not in _PREDICTORS:
             model = load_til_model(model_path)
             _PREDICTORS[key] = Predictor(model, backend, threads=threads, onnx_dir=Path(out_dir) / ".onnx")
@@ -435,7 +436,12 @@ def map_slides(inputs: Iterable[str | os.PathLike], model_path: str | os.PathLik
         try:
             futures = {client.submit(_map_one, str(p), threads=threads, pure=False, **args): str(p) for p in paths}
             for future in as_completed(futures):
-                results[futures[future]] = future.result()
+                path = futures[future]
+                try:
+                    results[path] = future.result()
+                except Exception as err:  # the worker died (e.g. a crash inside a slide library)
+                    results[path] = {"slide": path, "name": Path(path).name, "status": "failed",
+                                     "error": f"the Dask task failed ({type(err).__name__}: {err})"}
                 overall.update(1)
         finally:
             if not given:
