@@ -81,5 +81,6 @@ def backend_throughput(table):
         ax.set_xlabel("")
         ax.set_ylabel("patches / s")
         ax.tick_params(axis="x", rotation=20)
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     return fig
