@@ -4,6 +4,8 @@
     histolean report [--profile P]
     histolean data status
     histolean data fetch NAME [--dest DIR] [--url-base URL]
+    histolean tilmap SLIDE_OR_FOLDER... --model CHECKPOINT --out DIR [--mpp X] [--scheduler ADDRESS]
+                     [--backend torch|onnxruntime|...]
 """
 
 from __future__ import annotations
@@ -56,6 +58,25 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _cmd_tilmap(args) -> int:
+    from . import tilmap
+
+    scheduler = None if args.scheduler == "none" else args.scheduler
+    results = tilmap.map_slides(args.slides, args.model, args.out, mpp=args.mpp, scheduler=scheduler,
+                                n_workers=args.workers, threads=args.threads, backend=args.backend,
+                                batch_size=args.batch_size, max_patches=args.max_patches,
+                                threshold=args.threshold, force=args.force)
+    for r in results:
+        if r["status"] == "failed":
+            print(f"failed   {r['name']}: {r['error']}", file=sys.stderr)
+        else:
+            print(f"{r['status']:<8} {r['name']}: {r['n_positive']}/{r['n_patches']} patches TIL-positive "
+                  f"({r['fraction_positive']:.1%}) -> {r['folder']}")
+    failed = sum(r["status"] == "failed" for r in results)
+    print(f"{len(results) - failed} slide(s) mapped or already complete, {failed} failed")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="histolean", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -85,6 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--dest", default=None, help="where to put it (default: the data root)")
     fe.add_argument("--url-base", default=None, help="mirror to download from instead of the official URL")
     dat.set_defaults(func=_cmd_data)
+
+    from .tilmap import BACKENDS, DEFAULT_BACKEND
+
+    til = sub.add_parser("tilmap", help="TIL maps of whole slides with a trained patch classifier (resumable)")
+    til.add_argument("slides", nargs="+", metavar="SLIDE_OR_FOLDER", help="slide files, or folders of slides")
+    til.add_argument("--model", required=True, metavar="CHECKPOINT", help="a checkpoint written by save_model")
+    til.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per slide)")
+    til.add_argument("--mpp", type=float, default=None,
+                     help="microns per pixel for slides whose file does not record it")
+    til.add_argument("--scheduler", default="local", metavar="ADDRESS",
+                     help="'local' (a Dask LocalCluster, default), a scheduler address tcp://host:8786, "
+                          "or 'none' (this process)")
+    til.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    til.add_argument("--threads", type=int, default=None, help="threads per worker (default: cores / workers)")
+    til.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                     help=f"inference backend (default {DEFAULT_BACKEND}: the fastest measured here)")
+    til.add_argument("--batch-size", type=int, default=32)
+    til.add_argument("--max-patches", type=int, default=None, help="cap of patches per slide, evenly spread")
+    til.add_argument("--threshold", type=float, default=0.5, help="probability that counts as TIL-positive")
+    til.add_argument("--force", action="store_true", help="map slides again even if complete")
+    til.set_defaults(func=_cmd_tilmap)
     return parser
 
 
