@@ -68,7 +68,7 @@ def project(tmp_path, monkeypatch):
     for name in ("alpha", "beta"):
         _notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + GOOD)
     _notebook(tmp_path / "notebooks" / "broken.ipynb", "raise RuntimeError('the data file x.h5 is truncated')")
-    (tmp_path / "notebooks" / "garbled.ipynb").write_text("{not a notebook")   # the task itself raises
+    (tmp_path / "notebooks" / "garbled.ipynb").mkdir()   # the task itself raises (the runner reads a folder)
     (tmp_path / "params" / "smoke.yaml").write_text(PROFILE)
     return tmp_path
 
@@ -97,7 +97,7 @@ def test_study_over_dask_matches_local_records_failures_and_resumes(project, das
     # a failing notebook, and a task that fails outside its notebook, are recorded with their errors
     assert "x.h5 is truncated" in remote[1].error
     assert study.read_manifest(remote_out, "broken")["status"] == "failed"
-    assert "Dask task failed: JSONDecodeError" in study.read_manifest(remote_out, "garbled")["error"]
+    assert "Dask task failed: IsADirectoryError" in study.read_manifest(remote_out, "garbled")["error"]
     assert (remote_out / "notebooks" / "broken.ipynb").exists()
     assert (remote_out / "figures" / "beta__line.png").stat().st_size > 0
     # the notebooks ran in kernels started by the Dask workers, not by this process

@@ -212,3 +212,11 @@ def test_the_runner_talks_to_the_kernel_without_the_tcp_warning(project, capfd):
     assert outcome.status == "ok", outcome.error
     captured = capfd.readouterr()
     assert "without encryption" not in captured.out + captured.err
+
+
+def test_a_notebook_that_is_not_json_is_recorded_as_failed_and_the_others_run(project):
+    (project / "notebooks" / "garbled.ipynb").write_text("{not a notebook")
+    (project / "params" / "smoke.yaml").write_text("seed: 0\nbenchmarks:\n  garbled: {}\n  alpha: {value: 1}\n")
+    garbled, alpha = study.run("smoke", root=project, progress=False)
+    assert garbled.status == "failed" and "garbled.ipynb is not a readable notebook" in garbled.error
+    assert alpha.status == "ok", alpha.error

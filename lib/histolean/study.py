@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +173,10 @@ def check_parameters(benchmark: str, notebook: Path, parameters: dict) -> None:
     papermill would add an unknown key in a cell of its own, and a typo would silently run the default."""
     import papermill as pm
 
-    declared = pm.inspect_notebook(str(notebook))
+    try:
+        declared = pm.inspect_notebook(str(notebook))
+    except Exception:  # an unreadable notebook is recorded as failed when its turn comes
+        return
     unknown = [key for key in parameters if key not in declared]
     if unknown:
         raise ValueError(
@@ -188,14 +192,16 @@ def _kernel_name() -> str:
     return "histolean" if "histolean" in find_kernel_specs() else "python3"
 
 
-def _local_kernel() -> dict:
+def _local_kernel(socket_dir: str) -> dict:
     """Talk to the kernel over a local (unix) socket: over TCP every kernel start logs "Kernel is running
-    over TCP without encryption", once per notebook in the study's output. Windows has TCP only."""
+    over TCP without encryption", once per notebook in the study's output. The sockets live in a folder of
+    this run's own: kernels started at the same moment (torchrun ranks, Dask workers) would otherwise pick
+    the same socket names in the notebook's folder. Windows has TCP only."""
     if os.name != "posix":
         return {}
     from traitlets.config import Config
 
-    return {"config": Config({"KernelManager": {"transport": "ipc"}})}
+    return {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(socket_dir, "kernel")}})}
 
 
 def _error_text(err: Exception) -> str:
@@ -216,7 +222,10 @@ def run_benchmark(benchmark: str, cfg: dict, root: Path, out: Path, force: bool 
         return _record_failure(out, benchmark, "", 0.0,
                                f"notebook {notebook} does not exist (listed in params/{cfg['profile']}.yaml)")
     parameters = benchmark_parameters(benchmark, cfg, out, data_root)
-    fp = fingerprint(notebook, parameters)
+    try:
+        fp = fingerprint(notebook, parameters)
+    except ValueError as err:  # not JSON: recorded, the study goes on with the next benchmark
+        return _record_failure(out, benchmark, "", 0.0, f"notebook {notebook} is not a readable notebook ({err})")
     if not force and is_complete(out, benchmark, fp):
         return Outcome(benchmark, "skipped")
 
@@ -225,11 +234,11 @@ def run_benchmark(benchmark: str, cfg: dict, root: Path, out: Path, force: bool 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     error = None
-    with atomic.atomic_path(executed) as tmp:
+    with atomic.atomic_path(executed) as tmp, tempfile.TemporaryDirectory(prefix="histolean-kernel-") as sockets:
         try:
             pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name=_kernel_name(),
                                 cwd=str(notebook.parent), progress_bar=False,
-                                execution_timeout=int(cfg["cell_timeout_s"]), **_local_kernel())
+                                execution_timeout=int(cfg["cell_timeout_s"]), **_local_kernel(sockets))
         except Exception as err:  # recorded, the study goes on with the next benchmark
             error = _error_text(err)
             if not tmp.exists() or tmp.stat().st_size == 0:
