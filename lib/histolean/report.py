@@ -23,6 +23,7 @@ BENCHMARK_PAPERS = {
     "nar_cost": ["nar"],
     "resrep": ["resrep"],
     "streaming_sgd": ["streaming"],
+    "pcam_idc_zoo": ["zoo"],
 }
 
 _CSS = """
