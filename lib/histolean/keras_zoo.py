@@ -117,9 +117,12 @@ def configure_threads(intra_op: int | None = None, inter_op: int = 1) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def keras_cache_dir() -> Path:
-    """Where ``keras.utils.get_file`` keeps downloaded weights (``$KERAS_HOME`` or ~/.keras, /models)."""
-    return Path(keras.config.keras_home() if hasattr(keras.config, "keras_home")
-                else os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
+    """Where ``keras.utils.get_file`` keeps downloaded weights: ``$KERAS_HOME/models``, else Keras's home
+    (~/.keras, or /tmp/.keras when home is not writable) ``/models``."""
+    from keras.src.backend import config
+
+    home = os.environ.get("KERAS_HOME") or config.keras_home()
+    return Path(home).expanduser() / "models"
 
 
 def imagenet_weights_path(name: str) -> Path:
@@ -203,12 +206,16 @@ def _application(info: ZooModel, input_size: int, weights: Path | None, freeze_t
     return keras.Model(inputs, out, name=info.key)
 
 
-def build(name: str, input_size: int, *, weights=None, freeze_trunk: bool | None = None, seed: int = 0) -> keras.Model:
+def build(name: str, input_size: int, *, weights=None, freeze_trunk: bool | None = None, seed: int = 0,
+          bn_momentum: float | None = None) -> keras.Model:
     """One of the 12 models at ``input_size`` px with one sigmoid output.
 
     ``weights``: None (full training), "imagenet" (cached ImageNet trunk) or a weights-file path
     (a no-top trunk for applications; a whole model for B2/B6). ``freeze_trunk`` defaults to True
     exactly when pre-trained weights are given (the paper's transfer learning: only the head trains).
+    ``bn_momentum`` (None: Keras's 0.99, the paper's) sets every batch normalisation's moving-average
+    momentum: a run of a few dozen steps needs a lower one (e.g. 0.9), or the moving statistics used
+    at evaluation stay near their initial values and the network predicts one class.
     """
     info = model_info(name)
     check_input_size(info.key, input_size)
@@ -216,13 +223,20 @@ def build(name: str, input_size: int, *, weights=None, freeze_trunk: bool | None
     freeze = path is not None if freeze_trunk is None else bool(freeze_trunk)
     keras.utils.set_random_seed(int(seed))
     if info.application:
-        return _application(info, int(input_size), path, freeze)
-    model = _b2(int(input_size)) if info.key == "b2" else _b6(int(input_size))
-    if path is not None:
-        load_weights(model, path)
-    if freeze:
-        for layer in trunk_layers(model):
-            layer.trainable = False
+        model = _application(info, int(input_size), path, freeze)
+    else:
+        model = _b2(int(input_size)) if info.key == "b2" else _b6(int(input_size))
+        if path is not None:
+            load_weights(model, path)
+        if freeze:
+            for layer in trunk_layers(model):
+                layer.trainable = False
+    if bn_momentum is not None:
+        if not 0.0 <= float(bn_momentum) < 1.0:
+            raise ValueError(f"build: bn_momentum must be in [0, 1), got {bn_momentum}")
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
     return model
 
 
@@ -267,11 +281,12 @@ def save_weights(model: keras.Model, path) -> Path:
     return path
 
 
-def with_new_head(source: keras.Model, name: str, input_size: int, *, seed: int = 0) -> keras.Model:
+def with_new_head(source: keras.Model, name: str, input_size: int, *, seed: int = 0,
+                  bn_momentum: float | None = None) -> keras.Model:
     """In-domain transfer: ``name`` at ``input_size`` with ``source``'s trunk weights (frozen) and a
     fresh head. Convolution weights do not depend on the input size, so a trunk trained on PCam's
     96 px patches runs on IDC's 50 px ones. Layers are matched by position (same architecture)."""
-    target = build(name, input_size, seed=seed, freeze_trunk=True)
+    target = build(name, input_size, seed=seed, freeze_trunk=True, bn_momentum=bn_momentum)
     src, dst = trunk_layers(source), trunk_layers(target)
     if [type(a).__name__ for a in src] != [type(b).__name__ for b in dst]:
         raise ValueError(f"with_new_head: source model {source.name!r} is not a {name} trunk")
@@ -373,8 +388,9 @@ def fit_and_test(model: keras.Model, train_set, valid_set, test_set, *, epochs: 
         raise ValueError(f"fit_and_test: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = train_set, valid_set, test_set
     keras.utils.set_random_seed(int(seed))
+    # jit_compile=False: XLA on a 2-core CPU made steps slower here and tracing no faster
     model.compile(optimizer=keras.optimizers.Adam(float(lr)), loss="binary_crossentropy",
-                  metrics=["accuracy", keras.metrics.AUC(name="auc")])
+                  metrics=["accuracy", keras.metrics.AUC(name="auc")], jit_compile=False)
     best = _BestEpoch()
     t0 = time.perf_counter()
     model.fit(to_inputs(x_tr), np.asarray(y_tr, dtype=np.float32), batch_size=int(batch_size), epochs=int(epochs),
@@ -423,7 +439,7 @@ def cached_run(directory, settings: dict, run):
 
 def tune(name: str, train_set, valid_set, *, directory, max_epochs: int = 2, factor: int = 3,
          hyperband_iterations: int = 1, lr_range: tuple[float, float] = (1e-5, 1e-2),
-         batch_sizes=(32, 64, 128, 256), seed: int = 0) -> dict:
+         batch_sizes=(32, 64, 128, 256), seed: int = 0, bn_momentum: float | None = None) -> dict:
     """Hyperband over the Adam learning rate (log-uniform in ``lr_range``) and the batch size, on two
     PatchSets (objective: validation accuracy, as the paper's tuner).
 
@@ -442,7 +458,7 @@ def tune(name: str, train_set, valid_set, *, directory, max_epochs: int = 2, fac
     if not batch_sizes or min(batch_sizes) < 1 or not 0 < lr_range[0] < lr_range[1]:
         raise ValueError(f"tune: batch_sizes must be positive integers and lr_range (low, high) with 0 < low < high; "
                          f"got {batch_sizes}, {lr_range}")
-    settings = json.dumps([max_epochs, factor, hyperband_iterations, list(lr_range), batch_sizes, seed,
+    settings = json.dumps([max_epochs, factor, hyperband_iterations, list(lr_range), batch_sizes, seed, bn_momentum,
                            data_fingerprint(train_set, valid_set)])
     project = f"{key}-{hashlib.sha256(settings.encode()).hexdigest()[:10]}"
     x_tr, y_tr = to_inputs(train_set.images), np.asarray(train_set.labels, dtype=np.float32)
@@ -450,9 +466,10 @@ def tune(name: str, train_set, valid_set, *, directory, max_epochs: int = 2, fac
 
     class ZooHyperModel(kt.HyperModel):
         def build(self, hp):
-            model = build(name, input_size, seed=seed)
+            model = build(name, input_size, seed=seed, bn_momentum=bn_momentum)
             lr = hp.Float("learning_rate", lr_range[0], lr_range[1], sampling="log")
-            model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy", metrics=["accuracy"])
+            model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy", metrics=["accuracy"],
+                          jit_compile=False)
             return model
 
         def fit(self, hp, model, *args, **kwargs):
@@ -514,7 +531,8 @@ def data_fingerprint(*patch_sets) -> str:
 
 
 def run_variant(run_dir, name: str, train_set, valid_set, test_set, *, epochs: int, batch_size: int, lr: float,
-                seed: int = 0, weights=None, source_weights=None, source_input_size: int | None = None) -> dict:
+                seed: int = 0, weights=None, source_weights=None, source_input_size: int | None = None,
+                bn_momentum: float | None = None) -> dict:
     """Train and test one model variant (resumable through :func:`cached_run`) and describe it.
 
     ``weights``: as :func:`build` (None: full training; "imagenet" or a path: transfer, head only).
@@ -528,7 +546,7 @@ def run_variant(run_dir, name: str, train_set, valid_set, test_set, *, epochs: i
     if weights is not None:
         resolve_weights(name, weights)  # fail (or skip) before any training
     settings = {"model": model_info(name).key, "input_size": input_size, "epochs": int(epochs),
-                "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
+                "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "bn_momentum": bn_momentum,
                 "weights": None if weights is None else str(weights),
                 "source_weights": None if source_weights is None else str(source_weights),
                 "data": data_fingerprint(train_set, valid_set, test_set)}
@@ -539,9 +557,9 @@ def run_variant(run_dir, name: str, train_set, valid_set, test_set, *, epochs: i
         if source_weights is not None:
             source = build(name, int(source_input_size or input_size), seed=seed)
             load_weights(source, source_weights)
-            model = with_new_head(source, name, input_size, seed=seed)
+            model = with_new_head(source, name, input_size, seed=seed, bn_momentum=bn_momentum)
         else:
-            model = build(name, input_size, weights=weights, seed=seed)
+            model = build(name, input_size, weights=weights, seed=seed, bn_momentum=bn_momentum)
         result = fit_and_test(model, (train_set.images, train_set.labels), (valid_set.images, valid_set.labels),
                               (test_set.images, test_set.labels), epochs=epochs, batch_size=batch_size, lr=lr,
                               seed=seed)
