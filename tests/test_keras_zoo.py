@@ -126,7 +126,7 @@ def test_fit_and_test_keeps_the_best_epoch_and_times_epochs():
     assert res["best_epoch"] in (1, 2)
     best_acc = max(h["val_accuracy"] for h in res["history"])
     assert res["history"][res["best_epoch"] - 1]["val_accuracy"] == best_acc
-    assert 0 <= res["metrics"]["auc"] <= 1 and res["metrics"]["n_test"] == 16
+    assert res["metrics"]["auc"] > 0.9 and res["metrics"]["n_test"] == 16   # the red channel gives class 1 away
     assert res["time_per_epoch_s"] > 0
     with pytest.raises(ValueError, match="epochs and batch_size must be >= 1"):
         kz.fit_and_test(model, (tr.images, tr.labels), (va.images, va.labels), (te.images, te.labels), epochs=0)
