@@ -182,3 +182,15 @@ def test_welch_reproduces_the_papers_t_tests():
         assert res["t"] == pytest.approx(expected[0], abs=1e-4)
         assert res["df"] == pytest.approx(expected[1], abs=1e-3)
         assert res["p"] == pytest.approx(expected[2], rel=1e-3)
+
+
+def test_recalibrated_batchnorm_makes_evaluation_match_training_mode():
+    model = kz.build("mobilenet", 32, seed=0)
+    images = _patches(16, 32, 0).images
+    x = kz.to_inputs(images)
+    for layer in model.layers:   # statistics far from the data, as after a few fast-moving steps
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(layer.moving_mean + 5.0)
+    assert kz.recalibrate_batchnorm(model, images) == 27
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), np.asarray(model(x, training=True)), atol=1e-4)
+    assert all(layer.momentum == 0.99 for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
