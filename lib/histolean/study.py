@@ -278,6 +278,8 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         if unknown:
             raise ValueError(f"unknown benchmark(s) {unknown} for profile {profile!r}; known: {names}")
         names = [n for n in names if n in only]
+    # the notebooks' reading order (til_maps uses the models til_nar_resrep trains); unnumbered ones keep the profile's
+    names.sort(key=lambda n: notebook_path(root, n).name[:2] if notebook_path(root, n).name[:2].isdigit() else "99")
     out = Path(out) if out is not None else output_dir(profile, root)
     for name in names:  # before anything runs: a typo in a profile must not cost a half-finished study
         notebook = notebook_path(root, name)
