@@ -35,9 +35,9 @@ report: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# unit tests only (no notebook runs): a couple of minutes
+# the unit tier only (no notebook runs): a few minutes
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not notebook"
+	$(BIN)/python -m pytest tests/unit
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

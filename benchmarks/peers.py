@@ -18,7 +18,7 @@ def lightstream_training_step(image_size: int, tile_size: int, *, channels: Sequ
     """One SGD step of the ImageNette network with all five conv blocks streamed by lightstream:
     its forward gives the trunk output without a graph; the head's gradient is then pushed back
     through ``backward_streaming``. Everything but the step is built here, as in
-    ``histolean.streaming.training_step``."""
+    ``histolean.methods.streaming.training_step``."""
     from lightstream.modules.streaming import StreamingModule
 
     torch.manual_seed(seed)

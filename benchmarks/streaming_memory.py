@@ -1,7 +1,7 @@
 """Peak memory and time of one training step, streaming vs conventional (Pinckaers et al. 2020,
 the constant-tile and constant-input figures), with the whole process's peak and the input's share.
 
-Every configuration runs in a fresh process (``histolean.bench.measure_isolated``): the
+Every configuration runs in a fresh process (``histolean.core.measure.measure_isolated``): the
 ImageNette network of the paper's Table 1 (channels reduced so that a 8192^2 step fits in
 minutes on a laptop CPU), all five conv blocks streamed, global max pool + linear head,
 one SGD step on a uniform-noise image, one CPU thread by default (on a shared machine OpenMP
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from histolean import bench, streaming
-from histolean.records import Recorder
+from histolean import streaming
+from histolean.core import measure
+from histolean.study.records import Recorder
 
 GIB = 2 ** 30
 MIB_BYTES = 2 ** 20
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rec = Recorder("streaming_memory", args.output_dir, profile=args.profile)
     cap = int(args.memory_cap_gib * GIB)
-    calib = bench.measure_isolated("histolean.bench:calibration_step", {"megabytes": 256})
+    calib = measure.measure_isolated("histolean.core.measure:calibration_step", {"megabytes": 256})
     rec.add(dataset="none", data_kind="none", model="calibration_256MiB_tensor", method="calibration",
             setting={"true_peak_mib": 256}, metrics={"peak_mib": calib.get("peak_mib")},
             status=calib["status"], memory_method=calib.get("memory_method"))
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(Path(__file__).parent))
         os.environ["PYTHONPATH"] = str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")
         for size in sorted(args.sizes):
-            res = bench.measure_isolated(PEER, {"image_size": size, "tile_size": args.tile, **kw},
+            res = measure.measure_isolated(PEER, {"image_size": size, "tile_size": args.tile, **kw},
                                          repeats=args.repeats, timeout_s=args.timeout_s, memory_limit_bytes=cap,
                                          device=args.device, threads=args.threads or None)
             res = {**res, "input_on": "device", "process_peak_mib": res.get("process_peak_rss_mib"),

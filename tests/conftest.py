@@ -24,22 +24,3 @@ def real_data() -> Path:
     if root is None:
         pytest.skip("real data subsets not found: set HISTOLEAN_DATA to the shared data folder")
     return root
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """``smoke_run(benchmark)`` runs one notebook on the smoke profile (once per session, through the
-    study runner) and returns ``(outcome, rows, out_dir)``; value tests of a notebook share that run."""
-    from histolean import records, study
-
-    out = tmp_path_factory.mktemp("smoke")
-    done: dict = {}
-
-    def run(benchmark: str):
-        if benchmark not in done:
-            [outcome] = study.run("smoke", only=[benchmark], root=REPO, out=out, progress=False, force=True)
-            rows = records.read_rows(out, benchmark) if outcome.status == "ok" else []
-            done[benchmark] = (outcome, rows, out)
-        return done[benchmark]
-
-    return run

@@ -15,10 +15,11 @@ import sys
 
 
 def _cmd_run(args) -> int:
-    from . import distributed, report, study
+    from histolean.util import distributed
+    from histolean.study import report, runner
 
     if distributed.launched():   # under torchrun: every rank runs the notebooks, their fits data-parallel
-        from . import study_torchrun
+        from histolean.study import torchrun
 
         if args.scheduler:
             raise ValueError("--scheduler under torchrun: use one or the other (Dask fans notebooks out over "
@@ -41,14 +42,14 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from . import report
+    from histolean.study import report
 
     print(report.build(args.profile, data_root=args.data))
     return 0
 
 
 def _cmd_data(args) -> int:
-    from . import data
+    from histolean import data
 
     if args.data_cmd == "status":
         print(data.format_status(data.dataset_status(args.root)))
@@ -59,7 +60,7 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_tilmap(args) -> int:
-    from . import tilmap
+    from histolean.experiments import til_maps
 
     scheduler = None if args.scheduler == "none" else args.scheduler
     results = tilmap.map_slides(args.slides, args.model, args.out, mpp=args.mpp, scheduler=scheduler,
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--url-base", default=None, help="mirror to download from instead of the official URL")
     dat.set_defaults(func=_cmd_data)
 
-    from .tilmap import BACKENDS, DEFAULT_BACKEND
+    from histolean.experiments.til_maps import BACKENDS, DEFAULT_BACKEND
 
     til = sub.add_parser("tilmap", help="TIL maps of whole slides with a trained patch classifier (resumable)")
     til.add_argument("slides", nargs="+", metavar="SLIDE_OR_FOLDER", help="slide files, or folders of slides")

@@ -12,7 +12,7 @@ dataset lives in ``<root>/<name>``::
 Modules: ``registry`` (one record per dataset: folder, source, licence, size, downloads),
 ``common`` (containers, image decoding), ``pcam``, ``idc``, ``monuseg``, ``tnbc``, ``crc``
 (CRCHistoPhenotypes and TIL windows), ``til``, ``synthetic``, ``status``, ``download``.
-Whole slides are in :mod:`histolean.wsi`; the error type is :class:`histolean.errors.DataError`.
+Whole slides are in :mod:`histolean.data.wsi`; the error type is :class:`histolean.util.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .download import download_file, fetch
 from .idc import list_idc, load_idc, pad_to_patch, patient_split
 from .monuseg import load_monuseg, parse_annotation, rasterise
 from .pcam import load_image_folder, load_pcam
-from .registry import DATASETS, Dataset, how_to_get
+from .registry import DATA_KINDS, DATASETS, Dataset, how_to_get
 from .status import DatasetStatus, dataset_status, format_status
 from .synthetic import SyntheticSlide, synthetic_patch, synthetic_patches, synthetic_slide, synthetic_tile, synthetic_tiles
 from .til import cut_til_patches, load_til

@@ -16,10 +16,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 # re-exported: loaders and users import them from here (data.common / histolean.data)
-from ..errors import DataError, data_error  # noqa: F401
-from ..paths import data_root  # noqa: F401
-from ..records import DATA_KINDS
-from .registry import how_to_get
+from histolean.util.errors import DataError, data_error  # noqa: F401
+from histolean.util.paths import data_root  # noqa: F401
+from .registry import DATA_KINDS, how_to_get
 
 
 def check_listed_images(label_file: str | os.PathLike, paths) -> None:

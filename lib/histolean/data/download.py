@@ -24,7 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from .. import atomic
+from histolean.util import atomic
 from .common import DataError, data_error, data_root
 from .registry import DATASETS, how_to_get
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from histolean.util import atomic
 from .common import InstanceSample, data_error, dataset_dir, normalise_split, read_rgb, warn
 
 SPLITS = ("train", "test")

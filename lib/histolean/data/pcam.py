@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from histolean.util import atomic
 from .common import (
     check_listed_images,
     DataError, PatchSet, balanced_subset, data_error, dataset_dir, normalise_split, read_rgb,

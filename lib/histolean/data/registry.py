@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# what a result row was computed on; none: a cost-only row that touches no data
+DATA_KINDS = ("real", "synthetic", "none")
+
 
 @dataclass(frozen=True)
 class RemoteFile:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from histolean.util import atomic
 from .common import InstanceSample, PatchSet
 
 HEMATOXYLIN = np.array([0.65, 0.70, 0.29]) / np.linalg.norm([0.65, 0.70, 0.29])

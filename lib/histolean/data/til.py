@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import wsi
+from histolean.data import wsi
 from .common import PatchSet, balanced_subset, check_listed_images, data_error, dataset_dir, normalise_split, read_rgb, resize_images
 
 SPLITS = ("train", "valid", "test")

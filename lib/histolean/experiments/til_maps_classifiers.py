@@ -1,0 +1,88 @@
+"""The TIL classifiers a slide map runs: the TIL benchmark's checkpoints, or short-trained stand-ins.
+
+::
+
+    found = tilmodels.find_checkpoints(output_dir / "models" / "til_nar_resrep")  # {"original": path, "reduced": path}
+    if not found:
+        found = tilmodels.train_stand_ins(output_dir / "models" / "til_maps", input_size=64, epochs=2)
+
+The benchmark ``til_nar_resrep`` saves one checkpoint per variant with ``method`` original /
+ir / nar (/ resrep) and its validation ``auc``. The original is its ResNet50V2; the best
+reduced model is the reduced variant of the same network with the highest AUC (fewer GFLOPs break ties).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def find_checkpoints(folder: str | os.PathLike) -> dict[str, Path]:
+    """{"original": path, "reduced": path} from a folder of TIL checkpoints; {} when either is missing.
+    Files that cannot be read are skipped (the benchmark may still be writing)."""
+    import torch
+
+    folder = Path(folder)
+    originals, reduced = [], []
+    for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+        try:
+            ckpt = torch.load(path, map_location="meta", weights_only=True)
+        except Exception:  # a damaged or foreign file is not a candidate
+            continue
+        if not isinstance(ckpt, dict):
+            continue
+        auc = ckpt.get("auc")
+        auc = float(auc) if isinstance(auc, (int, float)) and np.isfinite(auc) else float("-inf")
+        gflops = float(ckpt.get("gflops") or np.inf)
+        model = str(ckpt.get("model", ""))
+        if ckpt.get("method") == "original":
+            originals.append((model != "resnet50v2", -auc, path, model))
+        elif ckpt.get("method"):
+            reduced.append((-auc, gflops, path, model))
+    if not originals:
+        return {}
+    original = min(originals)
+    reduced = [r for r in reduced if r[-1] == original[-1]]  # a reduction of that same network
+    return {"original": original[2], "reduced": min(reduced)[2]} if reduced else {}
+
+
+def train_stand_ins(folder: str | os.PathLike, *, input_size: int = 64, epochs: int = 2, n_train: int = 384,
+                    n_valid: int = 128, batch_size: int = 32, lr: float = 1e-3, phi: int = 2, root=None,
+                    seed: int = 0, progress: bool = False) -> dict[str, Path]:
+    """Train a ResNet50V2 (``input_size`` per 50 um patch) and its NAR ``phi`` reduction for a few epochs
+    on the real CRCHistoPhenotypes TIL windows; save both with ``checkpoints.save_model``.
+
+    These are stand-ins for the TIL benchmark's models at a much reduced scale (input, epochs,
+    patches): what they show is the mapping pipeline, not the paper's AUC.
+    """
+    from histolean.core import arch, checkpoints, flops, models, train
+    from histolean.methods import nar
+    from histolean.data import crc
+
+    folder = Path(folder)
+    original = arch.resnet50v2(num_classes=2, input_size=input_size)
+    variants = {"original": ("original", {}, original), "reduced": ("nar", {"phi": phi}, nar.reduce(original, phi))}
+    sets = {split: crc.load_til_windows(split, root=root, limit=n, seed=seed, window_um=50.0)
+            for split, n in (("train", n_train), ("valid", n_valid))}
+    out = {}
+    for role, (method, setting, spec) in variants.items():
+        net = models.build(spec, seed=seed)
+        size = spec.input_size
+        t0 = time.perf_counter()
+        train.fit(net, train.make_loader(sets["train"].images, sets["train"].labels, batch_size, shuffle=True,
+                                         augment=True, seed=seed, size=size),
+                  epochs=epochs, lr=lr, seed=seed, progress=progress, desc=f"{role} {spec.label}")
+        train_s = time.perf_counter() - t0
+        valid = train.evaluate(net, train.make_loader(sets["valid"].images, sets["valid"].labels, 64, size=size))
+        out[role] = checkpoints.save_model(
+            folder / f"resnet50v2-{method}{''.join(f'-{k}{v}' for k, v in setting.items())}.pt", net.cpu(), spec,
+            patch_um=50.0, mean=train.NORM_MEAN, std=train.NORM_STD, classes=["TIL-negative", "TIL-positive"],
+            dataset="til_windows", model="resnet50v2", method=method, setting=setting, auc=valid["auc"],
+            accuracy=valid["accuracy"], gflops=flops.gflops(spec), params=flops.count_params(spec),
+            trained_here=True, train_time_s=train_s,
+            scale={"input_size": size, "epochs": epochs, "n_train": len(sets["train"].labels),
+                   "n_valid": len(sets["valid"].labels)})
+    return out

@@ -1,0 +1,70 @@
+"""Values the monuseg_pruning notebook records on the smoke profile (one run per session)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+
+BENCHMARK = "monuseg_pruning"
+
+
+def _segmentation_rows(rows):
+    return [r for r in rows if r["method"] == "iterative magnitude pruning"]
+
+
+def test_every_scheme_and_cr_is_scored_on_both_datasets(notebook_run):
+    rows, _ = notebook_run
+    seen = {(r["dataset"], r["setting"]["scheme"], r["setting"]["cr"]) for r in _segmentation_rows(rows)}
+    for dataset in ("monuseg", "tnbc"):
+        assert (dataset, "unpruned", 1) in seen
+        for scheme in ("network-wide", "layer-wise"):
+            assert {(dataset, scheme, 2), (dataset, scheme, 4)} <= seen
+    for r in _segmentation_rows(rows):
+        m = r["metrics"]
+        for key in ("dice", "aji", "pq"):
+            assert 0.0 <= m[key] <= 1.0 and m[f"{key}_q25"] <= m[f"{key}_median"] <= m[f"{key}_q75"]
+        assert m["mse"] >= 0
+        assert r["n_images"] == 2 and r["scale"]["width"] == 0.125 and r["scale"]["encoder"] == "random"
+        assert r["data_kind"] == "real"
+
+
+def test_recorded_sparsity_and_speedup_follow_the_scheme(notebook_run):
+    rows, _ = notebook_run
+    for r in _segmentation_rows(rows):
+        cr, scheme = r["setting"]["cr"], r["setting"]["scheme"]
+        for branch in ("semantic", "regression"):
+            assert r["sparsity"][branch] == pytest.approx(1 - 1 / cr, abs=1e-4)
+            if scheme == "layer-wise":
+                assert r["theoretical_speedup"][branch] == pytest.approx(cr, rel=0.01)
+            elif scheme == "network-wide":
+                assert 1.0 < r["theoretical_speedup"][branch] < cr
+
+
+def test_full_width_table1_matches_the_papers_reach_and_shape(notebook_run):
+    rows, _ = notebook_run
+    full = {(r["setting"]["scheme"], r["setting"]["cr"]): r for r in rows if "untrained" in r["model"]}
+    assert full[("layer-wise", 128)]["reachable"] and not full[("layer-wise", 256)]["reachable"]
+    assert full[("layer-wise", 256)]["metrics"]["theoretical_speedup"] is None
+    nw = [full[("network-wide", 2 ** k)]["metrics"]["theoretical_speedup"] for k in range(1, 10)]
+    assert all(a < b for a, b in zip(nw, nw[1:]))
+    # network-wide pruning spares the FLOP-heavy early layers: far below CR (paper: 1.49 at CR 2, 15.0 at 128)
+    assert 1.3 < nw[0] < 1.8 and 10 < nw[6] < 25
+
+
+def test_sparse_storage_and_cpu_time_are_measured(notebook_run):
+    rows, out = notebook_run
+    cost = [r for r in rows if r["method"].endswith("cost on CPU")]
+    assert {(r["setting"]["scheme"], r["setting"]["cr"]) for r in cost} == {
+        ("network-wide", 2), ("network-wide", 4), ("layer-wise", 2), ("layer-wise", 4)}
+    for r in cost:
+        m = r["metrics"]
+        assert math.isfinite(m["measured_speedup"]) and m["measured_speedup"] > 0 and r["repeats"] >= 5
+        if r["setting"]["cr"] == 4:   # CSR (4-byte value + 4-byte index per kept weight) beats dense at CR 4
+            assert m["sparse_bytes"] < 0.7 * m["dense_bytes"]
+    for name in ("fig2_monuseg", "fig3_tnbc", "fig4_monuseg", "fig4_tnbc", "table1_speedup"):
+        assert (out / "figures" / f"monuseg_pruning__{name}.png").is_file(), name
+    assert (out / "tables" / "monuseg_pruning_per_image.csv").is_file()

@@ -1,0 +1,93 @@
+"""Values that 02_nar_cost recorded on the smoke profile: costs against the formula, torch's counter,
+Keras and the paper; speed measured side by side (its structure, never its value: timings vary)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+RESNET_VARIANTS = [("original", {})] + [("ir", {"k": k}) for k in range(1, 7)] + [("nar", {"phi": p}) for p in (1, 2, 3)]
+INCEPTION_VARIANTS = [("original", {})] + [("ir", {"k": k}) for k in range(1, 7)] + [("nar", {"phi": p}) for p in range(1, 7)]
+
+
+BENCHMARK = "nar_cost"
+
+
+def _row(notebook_rows, model, method, **setting):
+    [row] = [r for r in notebook_rows if r["model"] == model and r["method"] == method and r["setting"] == setting]
+    return row
+
+
+def _conv(c_in, c_out, k, hw):
+    return 2 * c_in * k * k * c_out * hw * hw
+
+
+def keras_resnet50v2_flops(size: int = 240, classes: int = 2) -> int:
+    """The paper's formula worked by hand on Keras ResNet50V2 (stride in each stage's last block)."""
+    hw = (size + 6 - 7) // 2 + 1                       # zero-pad 3, 7x7/2 conv
+    total = _conv(3, 64, 7, hw)
+    hw = (hw + 2 - 3) // 2 + 1                         # zero-pad 1, 3x3/2 max pool
+    c_in = 64
+    for blocks, width, stride in ((3, 64, 2), (4, 128, 2), (6, 256, 2), (3, 512, 1)):
+        for b in range(blocks):
+            out = (hw + 2 - 3) // stride + 1 if b == blocks - 1 else hw
+            total += _conv(c_in, width, 1, hw) + _conv(width, width, 3, out) + _conv(width, 4 * width, 1, out)
+            total += _conv(c_in, 4 * width, 1, hw) if b == 0 else 0   # projection shortcut
+            c_in, hw = 4 * width, out
+    return total + 2 * 2048 * classes
+
+
+def test_one_row_per_variant_of_both_networks(notebook_rows):
+    got = [(r["model"], r["method"], r["setting"]) for r in notebook_rows]
+    expected = ([("resnet50v2", m, s) for m, s in RESNET_VARIANTS]
+                + [("inception_v4", m, s) for m, s in INCEPTION_VARIANTS])
+    assert sorted(map(str, got)) == sorted(map(str, expected))
+    assert {r["data_kind"] for r in notebook_rows} == {"none"}
+
+
+def test_resnet50v2_gflops_equal_the_formula_and_torchs_counter(notebook_rows):
+    original = _row(notebook_rows, "resnet50v2", "original")
+    assert original["input_size"] == 240
+    assert round(original["gflops"] * 1e9) == keras_resnet50v2_flops(240) == 8_235_089_920
+    assert original["torch_gflops"] == pytest.approx(original["gflops"], rel=1e-12)
+
+
+def test_the_formula_agrees_with_torchs_counter_on_every_variant(notebook_rows):
+    for r in notebook_rows:
+        assert abs(r["gflops"] - r["torch_gflops"]) / r["gflops"] < 0.01, (r["model"], r["method"], r["setting"])
+
+
+def test_parameters_equal_keras_and_table1_within_half_a_percent(notebook_rows):
+    original = _row(notebook_rows, "resnet50v2", "original")
+    assert original["params"] == 23_523_458 and original["params_keras_total"] == 23_568_898  # keras.applications
+    table1 = {1: 14_583_140, 2: 11_274_413, 3: 8_514_988}   # the paper's Table 1 (widths swapped in print)
+    for phi, params in table1.items():
+        assert _row(notebook_rows, "resnet50v2", "nar", phi=phi)["params_keras_total"] == pytest.approx(params, rel=0.005)
+
+
+def test_nar_follows_its_theory_and_stride_first_resnet_gives_the_papers_gflops(notebook_rows):
+    for phi in (1, 2, 3):
+        r = _row(notebook_rows, "resnet50v2", "nar", phi=phi)
+        assert r["flop_ratio"] == pytest.approx(r["theory"], rel=0.07)
+    for r in (r for r in notebook_rows if r["model"] == "resnet50v2"):
+        assert r["gflops_stride_first"] == pytest.approx(r["paper_gflops"], rel=0.02), (r["method"], r["setting"])
+        assert r["gflops"] < r["paper_gflops"]   # the Keras layout strides late: fewer FLOPs
+    inception = [r["gflops"] for r in notebook_rows if r["model"] == "inception_v4" and r["method"] == "nar"]
+    assert inception == sorted(inception, reverse=True)
+    assert _row(notebook_rows, "inception_v4", "nar", phi=6)["gflops"] == pytest.approx(0.28, rel=0.1)
+
+
+def test_speed_is_measured_side_by_side_with_the_original(notebook_rows, notebook_run):
+    timed = [r for r in notebook_rows if r["scale"]["timed"]]
+    assert {r["model"] for r in timed} == {"resnet50v2"}      # the smoke profile times ResNet50V2 only
+    for r in timed:
+        m = r["metrics"]
+        assert r["scale"]["throughput_repeats"] >= 5
+        assert m["patches_per_s_min"] <= m["patches_per_s"] <= m["patches_per_s_max"]
+        assert m["speedup_min"] <= m["speedup"] <= m["speedup_max"]
+    assert _row(notebook_rows, "resnet50v2", "original")["metrics"]["speedup"] == 1.0
+    assert all(not r["metrics"] for r in notebook_rows if not r["scale"]["timed"])
+    out = notebook_run[1]
+    for figure in ("gflops_vs_level", "speedup_vs_flop_ratio"):
+        assert (out / "figures" / f"nar_cost__{figure}.png").stat().st_size > 10_000

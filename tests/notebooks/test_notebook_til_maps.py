@@ -1,0 +1,61 @@
+"""Values the til_maps notebook records on the smoke profile (one run per session)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+
+BENCHMARK = "til_maps"
+
+
+def _kind(rows, kind):
+    return [r for r in rows if r.get("kind") == kind]
+
+
+def test_both_slides_mapped_by_both_models_on_dask(notebook_run):
+    rows, out = notebook_run
+    maps = _kind(rows, "map")
+    assert {(r["dataset"], r["setting"]["role"]) for r in maps} == {
+        (s, role) for s in ("CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs") for role in ("original", "reduced")}
+    for r in maps:
+        m = r["metrics"]
+        assert 0 < m["n_patches"] <= r["scale"]["max_patches_per_slide"] < m["n_tissue_patches"]
+        assert 0 <= m["n_positive"] <= m["n_patches"] and r["setting"]["scheduler"].startswith("dask")
+    tcga = [r for r in maps if r["dataset"].startswith("tcga")]
+    assert all(r["setting"]["mpp"] == 1.0 and r["setting"]["mpp_source"] == "argument" for r in tcga)
+    cmu = [r for r in maps if r["dataset"].startswith("CMU")]
+    assert all(r["setting"]["mpp_source"] == "file" for r in cmu)
+    for r in maps:  # the outputs on disk match the row
+        folder = out / "til_maps" / r["setting"]["role"] / r["dataset"].rsplit(".", 1)[0]
+        done = json.loads((folder / "complete.json").read_text())
+        geo = json.loads((folder / "til_positive.geojson").read_text())
+        assert done["n_positive"] == len(geo["features"]) == r["metrics"]["n_positive"]
+
+
+def test_dask_equals_one_process(notebook_run):
+    [check] = _kind(notebook_run[0], "check")
+    assert check["metrics"]["same_patches"] is True and check["metrics"]["max_abs_probability_difference"] == 0.0
+
+
+def test_agreement_and_speed_rows_are_consistent(notebook_run):
+    rows, out = notebook_run
+    for r in _kind(rows, "agreement"):
+        assert 0.0 <= r["metrics"]["same_label_fraction"] <= 1.0 and r["metrics"]["n_patches"] > 0
+    speed = _kind(rows, "speed")
+    assert {r["setting"]["role"] for r in speed} == {"original", "reduced"}
+    for r in speed:
+        m = r["metrics"]
+        assert m["model_per_s"] > 0 and m["end_to_end_per_s"] > 0
+        assert m["speedup_min"] <= m["speedup"] <= m["speedup_max"]
+        if r["method"] == r["setting"]["reference"]:
+            assert m["speedup"] == pytest.approx(1.0)
+    models = _kind(rows, "model")
+    gflops = {r["setting"]["role"]: r["gflops"] for r in models}
+    assert gflops["reduced"] < gflops["original"]
+    scale = [r for r in _kind(rows, "scale") if r["data_kind"] == "none"]
+    assert len(scale) == 2 and all(r["metrics"]["patches"] == 40000 for r in scale)
+    assert (out / "figures" / "til_maps__maps.png").is_file() and (out / "figures" / "til_maps__throughput.png").is_file()

@@ -1,0 +1,67 @@
+"""Values the TIL benchmark notebook records on the smoke profile (one shared smoke notebook_run)."""
+
+from __future__ import annotations
+
+import pytest
+
+from histolean.core import checkpoints
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+VARIANT_METHODS = {"original", "ir", "nar", "resrep"}
+
+
+BENCHMARK = "til_nar_resrep"
+
+
+def test_every_variant_has_auc_ci_paired_comparison_and_test_size(notebook_run):
+    rows, _ = notebook_run
+    variants = [r for r in rows if r["method"] in VARIANT_METHODS]
+    assert {r["method"] for r in variants} == VARIANT_METHODS
+    n_test = {r["metrics"]["n_test"] for r in variants}
+    assert len(n_test) == 1 and n_test.pop() > 50  # one test set for all, printed beside every AUC
+    for r in variants:
+        m = r["metrics"]
+        assert 0 <= m["auc_ci_lo"] <= m["auc"] <= m["auc_ci_hi"] <= 1, r["variant_id"]
+        assert m["auc_diff_ci_lo"] <= m["auc_diff"] <= m["auc_diff_ci_hi"]
+        expected = {"reference"} if r["method"] == "original" else {"supported", "lower", "higher", "not resolved"}
+        assert m["same_auc"] in expected
+        assert r["scale"]["base_input"] == 24 and r["scale"]["epochs"] == 1 and r["scale"]["runs"] == 1
+
+
+def test_costs_and_side_by_side_speed(notebook_run):
+    rows, _ = notebook_run
+    by_method = {r["method"]: r for r in rows if r["method"] in VARIANT_METHODS}
+    original = by_method["original"]
+    assert original["speedup"] == 1.0 and original["flop_reduction"] == 1.0
+    for method in ("ir", "nar"):
+        r = by_method[method]
+        assert r["gflops"] < original["gflops"] and r["input_size"] < original["input_size"]
+        assert r["flop_reduction"] == pytest.approx(original["gflops"] / r["gflops"])
+    assert by_method["nar"]["param_layers"] < original["param_layers"]
+    assert by_method["resrep"]["gflops"] <= original["gflops"]
+    for r in by_method.values():
+        assert r["speed_repeats"] >= 5 and r["throughput_per_s"] > 0 and r["latency_ms"] > 0
+        assert r["speedup_min"] <= r["speedup"] <= r["speedup_max"]
+
+
+def test_checkpoints_carry_what_slide_inference_needs(notebook_run):
+    rows, _ = notebook_run
+    for r in rows:
+        if r["method"] in ("original", "ir", "nar"):
+            net, info = checkpoints.load_model(r["checkpoint"])
+            assert info["input_size"] == r["input_size"] and info["patch_um"] == 50.0
+            assert info["mean"] == [0.5] * 3 and info["std"] == [0.5] * 3
+            assert info["classes"] == ["TIL-negative", "TIL-positive"] and info["method"] == r["method"]
+            assert info["auc"] == pytest.approx(r["metrics"]["auc"])  # one notebook_run: its test AUC
+
+
+def test_baselines_grid_search_and_figures(notebook_run):
+    rows, out = notebook_run
+    baselines = [r for r in rows if r["method"] == "baseline"]
+    assert {r["model"] for r in baselines} == {"hist_gbt", "logistic_regression"}
+    assert all(0.5 < r["metrics"]["auc"] <= 1 for r in baselines)  # colour carries signal on this task
+    grid = [r for r in rows if r["method"] == "nar_grid"]
+    assert any(r["paper_choice"] for r in grid) and all(abs(r["constraint"] - 2) <= 0.15 for r in grid)
+    names = {p.name for p in (out / "figures").glob("til_nar_resrep__*.png")}
+    assert names == {f"til_nar_resrep__{n}.png" for n in
+                     ("grid_search", "auc_vs_gflops", "speedup_vs_flop_reduction", "resrep_kept_by_stage")}

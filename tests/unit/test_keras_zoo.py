@@ -1,0 +1,197 @@
+"""histolean.experiments.pcam_idc_zoo: the models as the paper describes them, their costs by the NAR formula, weights
+(ImageNet cache, stand-in files, damaged files), resumable runs, in-domain transfer, Hyperband, Welch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+kz = pytest.importorskip("histolean.experiments.pcam_idc_zoo")
+import keras  # noqa: E402
+
+from histolean import arch, data, flops  # noqa: E402
+from histolean.study import published
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _patches(n: int, size: int, seed: int = 0, split: str = "train") -> data.PatchSet:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+    images[labels == 1, :, :, 0] = 255  # a learnable difference
+    return data.PatchSet(images, labels, np.zeros(n), [f"p{seed}_{i}" for i in range(n)], "test", "synthetic", split)
+
+
+def test_import_histolean_never_pulls_tensorflow():
+    code = ("import sys, histolean, histolean.study.plots, histolean.study.report, histolean.study.runner, histolean.core.flops, "
+            "histolean.study.records, histolean.study.published; "
+            "print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_model_and_small_input_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown model 'resnet18'.*b2, b6, inception_v3"):
+        kz.build("resnet18", 96)
+    with pytest.raises(kz.InputTooSmall, match="inception_v3: input 50x50 px is below its minimum of 75x75"):
+        kz.build("inception_v3", 50)
+    with pytest.raises(kz.InputTooSmall, match="b6: input 35x35"):
+        kz.build("b6", 35)
+    assert kz.build("b6", 36)(np.zeros((1, 36, 36, 3))).shape == (1, 1)   # the stated minimum runs
+
+
+def test_b2_b6_match_the_paper_and_the_flop_formula():
+    paper = {r["model"]: r for r in published.table("zoo", "table1_models")}
+    for name, params in (("b2", 9_491_393), ("b6", 2_386_689)):
+        model = kz.build(name, 96)
+        info = kz.describe(model)
+        assert info["params"] == params
+        assert info["params"] / 1e6 == pytest.approx(paper[name]["params_m"], abs=0.1)   # printed truncated: 9.4 M
+        assert info["layers"] == paper[name]["depth"]          # len(model.layers), as the paper's code prints
+        # the same network as histolean.core.arch's spec, up to the output layer (1 sigmoid unit vs 2 logits)
+        spec_flops = flops.flop_count(arch.spec(name, input_size=96))
+        assert flops.keras_flop_count(model) == spec_flops - flops.dense_flops(256, 2) + flops.dense_flops(256, 1)
+
+
+def test_application_head_and_imagenet_classifier_params():
+    model = kz.build("mobilenet", 32)
+    names = [layer.name for layer in model.layers[-3:]]
+    assert names == ["head_pool", "head_dense", "head_out"]
+    info = kz.describe(model)
+    assert info["params_imagenet_classifier"] == 4_253_864   # keras.applications.MobileNet(), 1000 classes
+    assert info["gflops"] > 0 and info["weight_layers"] < info["layers"]
+
+
+def test_imagenet_weights_missing_from_cache_is_a_reasoned_skip(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(kz.WeightsUnavailable, match=r"not in the local Keras cache .*mobilenet_1_0_224_tf_no_top\.h5"):
+        kz.build("mobilenet", 32, weights="imagenet")
+    with pytest.raises(kz.WeightsUnavailable, match="no ImageNet weights"):
+        kz.build("b2", 32, weights="imagenet")
+
+
+def _stand_in(name: str, size: int, seed: int = 3) -> keras.Model:
+    return kz.trunk(kz.build(name, size, seed=seed))
+
+
+def test_stand_in_weights_file_loads_and_freezes_the_trunk(tmp_path):
+    source = _stand_in("mobilenet", 32)
+    path = tmp_path / "stand_in.weights.h5"
+    source.save_weights(str(path))
+    model = kz.build("mobilenet", 32, weights=path, seed=0)
+    conv = model.get_layer("conv1")
+    np.testing.assert_array_equal(conv.get_weights()[0], source.get_layer("conv1").get_weights()[0])
+    head = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert head == (1024 + 1) * 256 + 257   # only the new head trains (transfer learning)
+
+
+def test_stand_in_in_the_keras_cache_goes_through_the_imagenet_path(tmp_path, monkeypatch):
+    from keras.src.legacy.saving import legacy_h5_format
+    import h5py
+
+    source = _stand_in("mobilenet", 32)
+    cache = tmp_path / "models"
+    cache.mkdir()
+    with h5py.File(cache / kz.MODELS["mobilenet"].imagenet_file, "w") as f:  # the format of Keras's ImageNet files
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    model = kz.build("mobilenet", 32, weights="imagenet")
+    np.testing.assert_array_equal(model.get_layer("conv1").get_weights()[0], source.get_layer("conv1").get_weights()[0])
+
+
+def test_missing_or_damaged_weights_file_names_the_file(tmp_path):
+    with pytest.raises(kz.WeightsError, match="nothere.weights.h5 does not exist"):
+        kz.build("mobilenet", 32, weights=tmp_path / "nothere.weights.h5")
+    bad = tmp_path / "bad.weights.h5"
+    bad.write_bytes(b"not an hdf5 file")
+    with pytest.raises(kz.WeightsError, match="cannot load weights file .*bad.weights.h5"):
+        kz.build("mobilenet", 32, weights=bad)
+    other = tmp_path / "b2.weights.h5"
+    kz.build("b2", 32).save_weights(str(other))
+    with pytest.raises(kz.WeightsError, match="b2.weights.h5"):
+        kz.build("b6", 40, weights=other)
+
+
+def test_fit_and_test_keeps_the_best_epoch_and_times_epochs():
+    tr, va, te = _patches(32, 16, 0), _patches(16, 16, 1), _patches(16, 16, 2)
+    model = kz.build("b2", 16)
+    res = kz.fit_and_test(model, (tr.images, tr.labels), (va.images, va.labels), (te.images, te.labels),
+                          epochs=2, batch_size=8, lr=1e-3)
+    assert len(res["history"]) == 2 and len(res["train_s_per_epoch"]) == 2
+    assert res["best_epoch"] in (1, 2)
+    best_acc = max(h["val_accuracy"] for h in res["history"])
+    assert res["history"][res["best_epoch"] - 1]["val_accuracy"] == best_acc
+    assert res["metrics"]["auc"] > 0.9 and res["metrics"]["n_test"] == 16   # the red channel gives class 1 away
+    assert res["time_per_epoch_s"] > 0
+    with pytest.raises(ValueError, match="epochs and batch_size must be >= 1"):
+        kz.fit_and_test(model, (tr.images, tr.labels), (va.images, va.labels), (te.images, te.labels), epochs=0)
+
+
+def test_run_variant_is_resumable_and_retrains_on_new_settings(tmp_path):
+    tr, va, te = _patches(16, 16, 0), _patches(8, 16, 1), _patches(8, 16, 2)
+    first = kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-3)
+    assert not first["reused"] and Path(first["weights_file"]).is_file()
+    again = kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-3)
+    assert again["reused"] and again["metrics"] == first["metrics"]
+    other = kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-2)
+    assert not other["reused"]
+    stored = json.loads((tmp_path / "b2" / "result.json").read_text())
+    assert stored["settings"]["lr"] == 1e-2
+    # a result file whose weights were lost is not trusted
+    Path(other["weights_file"]).unlink()
+    assert not kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-2)["reused"]
+
+
+def test_in_domain_transfer_copies_and_freezes_the_trunk(tmp_path):
+    source = kz.build("b6", 48, seed=1)
+    target = kz.with_new_head(source, "b6", 40, seed=2)
+    np.testing.assert_array_equal(target.get_layer("conv3").get_weights()[0], source.get_layer("conv3").get_weights()[0])
+    assert all(not layer.trainable for layer in kz.trunk_layers(target) if layer.weights)
+    assert target.get_layer("head_dense").trainable
+    with pytest.raises(ValueError, match="is not a b6 trunk"):
+        kz.with_new_head(kz.build("b2", 48), "b6", 40)
+    # through run_variant, from a weights file, across input sizes
+    tr, va, te = _patches(16, 40, 0), _patches(8, 40, 1), _patches(8, 40, 2)
+    path = kz.save_weights(source, tmp_path / "pcam.weights.h5")
+    res = kz.run_variant(tmp_path / "t", "b6", tr, va, te, epochs=1, batch_size=8, lr=1e-3,
+                         source_weights=path, source_input_size=48)
+    assert res["architecture"]["params_trainable"] < res["architecture"]["params"]
+
+
+def test_tune_runs_hyperband_and_resumes(tmp_path):
+    tr, va = _patches(16, 16, 0), _patches(8, 16, 1)
+    best = kz.tune("b2", tr, va, directory=tmp_path, max_epochs=2, factor=3, batch_sizes=[4, 8])
+    assert best["batch_size"] in (4, 8) and 1e-5 <= best["learning_rate"] <= 1e-2
+    assert best["trials"] >= 1 and (tmp_path / best["project"]).is_dir()
+    again = kz.tune("b2", tr, va, directory=tmp_path, max_epochs=2, factor=3, batch_sizes=[4, 8])
+    assert again["learning_rate"] == best["learning_rate"] and again["trials"] == best["trials"]
+    with pytest.raises(ValueError, match="batch_sizes must be positive"):
+        kz.tune("b2", tr, va, directory=tmp_path, batch_sizes=[0])
+
+
+def test_welch_reproduces_the_papers_t_tests():
+    for table, expected in (("table3_pcam", (-2.5527, 16.285, 0.02108)), ("table4_idc", (-3.5998, 8.4843, 0.006335))):
+        rows = published.table("zoo", table)
+        res = kz.welch_t_test([r["auc"] for r in rows if r["method"] == "transfer"],
+                              [r["auc"] for r in rows if r["method"] == "full"])
+        assert res["t"] == pytest.approx(expected[0], abs=1e-4)
+        assert res["df"] == pytest.approx(expected[1], abs=1e-3)
+        assert res["p"] == pytest.approx(expected[2], rel=1e-3)
+
+
+def test_recalibrated_batchnorm_makes_evaluation_match_training_mode():
+    model = kz.build("mobilenet", 32, seed=0)
+    images = _patches(16, 32, 0).images
+    x = kz.to_inputs(images)
+    for layer in model.layers:   # statistics far from the data, as after a few fast-moving steps
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(layer.moving_mean + 5.0)
+    assert kz.recalibrate_batchnorm(model, images) == 27
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), np.asarray(model(x, training=True)), atol=1e-4)
+    assert all(layer.momentum == 0.99 for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))

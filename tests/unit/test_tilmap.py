@@ -1,0 +1,183 @@
+"""Whole-slide TIL maps: Dask equals one process, GeoJSON for QuPath, resumable runs, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from histolean import arch, models
+from histolean.core import checkpoints, export
+from histolean.experiments import til_maps
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    spec = arch.tiny(input_size=32)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    return checkpoints.save_model(path, models.build(spec, seed=0), spec, patch_um=50.0, mean=0.5, std=0.5,
+                                  classes=["negative", "TIL"])
+
+
+@pytest.fixture(scope="module")
+def small_slide(real_data) -> Path:
+    return real_data / "wsi" / "CMU-1-Small-Region.svs"
+
+
+@pytest.mark.slow
+def test_two_worker_local_cluster_gives_the_single_process_predictions(tiny_model, small_slide, tmp_path):
+    single = til_maps.map_slides([small_slide], tiny_model, tmp_path / "single", scheduler=None, progress=False)
+    dask = til_maps.map_slides([small_slide], tiny_model, tmp_path / "dask", scheduler="local", n_workers=2,
+                             progress=False)
+    assert [r["status"] for r in single + dask] == ["done", "done"]
+    a = til_maps.read_patches(tmp_path / "single" / small_slide.stem)
+    b = til_maps.read_patches(tmp_path / "dask" / small_slide.stem)
+    assert len(a) == single[0]["n_tissue_patches"] > 100
+    np.testing.assert_array_equal(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy())
+    np.testing.assert_array_equal(a["probability"].to_numpy(), b["probability"].to_numpy())
+
+
+@pytest.mark.slow
+def test_an_existing_scheduler_address_is_used(tiny_model, small_slide, tmp_path):
+    cluster = til_maps.local_cluster(1)
+    try:
+        [r] = til_maps.map_slides([small_slide], tiny_model, tmp_path, scheduler=cluster.scheduler_address,
+                                max_patches=20, progress=False)
+    finally:
+        cluster.close()
+    assert r["status"] == "done" and r["n_patches"] == 20
+
+
+def test_geojson_parses_and_lies_inside_the_slide(tiny_model, small_slide, tmp_path):
+    first = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", progress=False)
+    probs = til_maps.read_patches(first["folder"])["probability"].to_numpy()
+    threshold = float(np.median(probs))  # a random network: put half the patches above the line
+    summary = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", threshold=threshold, progress=False)
+    assert summary["status"] == "done"  # another threshold is another result, not a skip
+    folder = Path(summary["folder"])
+    doc = json.loads((folder / "til_positive.geojson").read_text())
+    table = til_maps.read_patches(folder)
+    positive = table[table["probability"] >= threshold]
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(positive) == summary["n_positive"] > 0
+    width, height = summary["dimensions"]
+    for feature, (_, row) in zip(doc["features"], positive.iterrows()):
+        ring = np.asarray(feature["geometry"]["coordinates"][0])
+        assert feature["geometry"]["type"] == "Polygon" and ring.shape == (5, 2) and (ring[0] == ring[-1]).all()
+        assert (ring[:, 0] >= 0).all() and (ring[:, 0] <= width).all()
+        assert (ring[:, 1] >= 0).all() and (ring[:, 1] <= height).all()
+        assert (ring[0] == [row["x"], row["y"]]).all() and ring[2, 0] - ring[0, 0] == row["patch_px"] == 100
+        assert feature["properties"]["measurements"]["TIL probability"] == pytest.approx(row["probability"], abs=1e-6)
+    from PIL import Image
+
+    assert Image.open(folder / "map.png").size[0] > 2 * Image.open(folder / "map.png").size[1] * 0.6
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes(tiny_model, real_data, tmp_path):
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs"):  # mapped in this (sorted) order
+        (slides / name).symlink_to(real_data / "wsi" / name)
+    out = tmp_path / "maps"
+    cmd = [sys.executable, "-m", "histolean.cli", "tilmap", str(slides), "--model", str(tiny_model), "--out",
+           str(out), "--mpp", "1.0", "--scheduler", "none", "--backend", "torch"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "CMU-1-Small-Region" / til_maps.COMPLETE
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # mid-way through the second slide (about 4,000 patches)
+    proc.wait()
+    assert first.exists()
+    assert not (out / "tcga-cr-7395-01a-01-ts1" / til_maps.COMPLETE).exists(), "the run finished before the kill"
+    stamp = first.stat().st_mtime_ns
+
+    results = til_maps.map_slides([slides], tiny_model, out, mpp=1.0, scheduler=None, backend="torch", progress=False)
+    assert [r["status"] for r in results] == ["skipped", "done"]
+    assert first.stat().st_mtime_ns == stamp
+    assert len(til_maps.read_patches(out / "tcga-cr-7395-01a-01-ts1")) == results[1]["n_patches"] > 1000
+
+
+def test_bad_slides_fail_by_name_while_the_others_finish(tiny_model, small_slide, tmp_path):
+    truncated = tmp_path / "truncated.svs"
+    truncated.write_bytes(small_slide.read_bytes()[:300_000])
+    not_a_slide = tmp_path / "notes.svs"
+    not_a_slide.write_text("not a slide")
+    no_mpp = small_slide.parent / "tcga-cr-7395-01a-01-ts1.svs"
+    results = til_maps.map_slides([truncated, small_slide, not_a_slide, no_mpp], tiny_model, tmp_path / "out",
+                                scheduler=None, max_patches=20, progress=False)
+    status = {r["name"]: r for r in results}
+    assert status[small_slide.name]["status"] == "done" and status[small_slide.name]["n_patches"] == 20
+    for bad in (truncated, not_a_slide):
+        assert status[bad.name]["status"] == "failed" and str(bad) in status[bad.name]["error"]
+    assert "--mpp" in status[no_mpp.name]["error"] and no_mpp.name in status[no_mpp.name]["error"]
+
+
+def test_missing_mpp_is_a_clear_error_and_mpp_fills_it_only_where_missing(real_data):
+    no_mpp = real_data / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"
+    with pytest.raises(ValueError, match="--mpp"):
+        til_maps.open_slide(no_mpp)
+    assert til_maps.open_slide(no_mpp, mpp=1.0).mpp == 1.0
+    with_mpp = til_maps.open_slide(real_data / "wsi" / "CMU-1-Small-Region.svs", mpp=1.0)
+    assert with_mpp.mpp == pytest.approx(0.499) and with_mpp.mpp_source == "file"
+
+
+def test_a_mismatched_checkpoint_is_a_clear_error_and_loses_nothing(tiny_model, small_slide, tmp_path):
+    done = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, progress=False)
+    before = {p.name: p.read_bytes() for p in Path(done["folder"]).iterdir()}
+    ckpt = torch.load(tiny_model, weights_only=True)
+    ckpt["spec"]["stages"][1]["widths"] = [24]  # the weights no longer fit the network
+    bad = tmp_path / "mismatched.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(ValueError, match="mismatched.pt.*do not match"):
+        til_maps.map_slides([small_slide], bad, tmp_path, scheduler=None, progress=False)
+    spec = arch.tiny(num_classes=5, input_size=32)
+    five = checkpoints.save_model(tmp_path / "five.pt", models.build(spec), spec)
+    with pytest.raises(ValueError, match="five.pt.*2-class"):
+        til_maps.load_til_model(five)
+    assert {p.name: p.read_bytes() for p in Path(done["folder"]).iterdir()} == before
+
+
+def test_backends_agree_with_eager_torch(tiny_model, tmp_path):
+    model = til_maps.load_til_model(tiny_model)
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    eager = til_maps.Predictor(model, "torch")(images)
+    assert eager.shape == (5,) and ((eager > 0) & (eager < 1)).all()
+    for backend in ("torch_channels_last", "onnxruntime"):
+        np.testing.assert_allclose(til_maps.Predictor(model, backend, onnx_dir=tmp_path)(images), eager, atol=1e-5)
+    assert til_maps.onnx_file(model, tmp_path).is_file()
+    with pytest.raises(ValueError, match="backend"):
+        til_maps.Predictor(model, "tensorrt")
+
+
+def test_onnx_session_names_a_damaged_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="bad.onnx"):
+        export.onnx_session(bad)
+
+
+def test_subsample_is_even_and_deterministic(real_data):
+    from histolean import wsi
+
+    grid = wsi.patch_grid(til_maps.open_slide(real_data / "wsi" / "CMU-1-Small-Region.svs"), patch_um=50, size=8)
+    a, b = til_maps.subsample(grid, 50), til_maps.subsample(grid, 50)
+    assert len(a) == 50 and (a.coords == b.coords).all()
+    assert a.coords[0].tolist() == grid.coords[0].tolist() and a.coords[-1].tolist() == grid.coords[-1].tolist()
+    assert til_maps.subsample(grid, None) is grid
+
+
+def test_positive_probability_softmax_and_sigmoid():
+    np.testing.assert_allclose(til_maps.positive_probability(np.array([[0.0, 0.0], [0.0, 1000.0]])), [0.5, 1.0])
+    np.testing.assert_allclose(til_maps.positive_probability(np.array([[0.0], [-1000.0]])), [0.5, 0.0])
