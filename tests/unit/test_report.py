@@ -40,13 +40,3 @@ def test_a_paper_without_a_published_file_gets_a_note():
     assert report.BENCHMARK_PAPERS["monuseg_pruning"] == ["pruning"]
     assert "No published numbers" in report.published_tables("no_such_paper")
     assert "Published: nar" in report.published_tables("nar")
-
-
-def test_claims_table_is_markdown_and_names_a_claim_missing_a_column():
-    from histolean.study import claims
-
-    text = claims.markdown([{"claim": "NAR phi=2 | cheaper", "paper": "3.26x", "ours": "3.46x", "scale": "exact"}])
-    assert text.splitlines() == ["| claim | paper | ours | scale |", "|---|---|---|---|",
-                                 "| NAR phi=2 \\| cheaper | 3.26x | 3.46x | exact |"]
-    with pytest.raises(ValueError, match=r"'AUC'.*\['scale'\]"):
-        claims.markdown([{"claim": "AUC", "paper": 0.9, "ours": 0.8}])

@@ -147,10 +147,10 @@ def markdown_html(text: str) -> str:
 def build(profile: str = "default", root: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, data_root: str | None = None) -> Path:
     """Write ``<out>/report.html`` (default ``outputs/<profile>``) from the manifests, rows and figures there."""
-    root = study.project_root(root)
-    out = Path(out) if out is not None else study.output_dir(profile, root)
+    root = runner.project_root(root)
+    out = Path(out) if out is not None else runner.output_dir(profile, root)
     try:
-        cfg = study.load_profile(profile, root)
+        cfg = runner.load_profile(profile, root)
     except FileNotFoundError:
         cfg = {"profile": profile, "seed": 0, "benchmarks": {}}
     profile_names = list(cfg["benchmarks"])
@@ -161,8 +161,8 @@ def build(profile: str = "default", root: str | os.PathLike | None = None,
 
     overview, sections = [], []
     for name in names:
-        manifest = study.read_manifest(out, name) or {}
-        status = "script" if name in scripts else study.status(name, cfg, root, out, data_root)
+        manifest = runner.read_manifest(out, name) or {}
+        status = "script" if name in scripts else runner.status(name, cfg, root, out, data_root)
         # Only rows of a finished, current run are trusted; a failed, interrupted or stale run is
         # listed with its error or the command that refreshes it.
         rows = records.read_rows(out, name) if status in ("ok", "script") else []
@@ -183,7 +183,7 @@ def build(profile: str = "default", root: str | os.PathLike | None = None,
         papers = "".join(published_tables(p) for p in BENCHMARK_PAPERS.get(name, []))
         sections.append(
             f"<h2 id='{name}'>{html.escape(name)} <span class='badge {status}'>{status}</span></h2>"
-            f"{_notebook_intro(study.notebook_path(root, name))}"
+            f"{_notebook_intro(runner.notebook_path(root, name))}"
             f"<p class='muted'>Source: {source}</p>{error}{synth_note}"
             f"{_figures(out, name) if status in ('ok', 'script') else ''}<h3>Our results</h3>{rows_table(rows)}{papers}")
 

@@ -33,7 +33,7 @@ def measure_step(image_size: int, tile_size: int | None, *, channels, device: st
     """One measured step in a fresh process: status, step_peak_mib, process_peak_mib, input_mib, input_share, time_s."""
     kwargs = {"image_size": image_size, "tile_size": tile_size, "channels": list(channels), "device": device,
               "input_on": input_on, "skip_zero_gradient_tiles": skip_zero_gradient_tiles}
-    res = bench.measure_isolated(STEP, kwargs, threads=threads, device=device, memory_limit_bytes=memory_limit_bytes,
+    res = measure.measure_isolated(STEP, kwargs, threads=threads, device=device, memory_limit_bytes=memory_limit_bytes,
                                  timeout_s=timeout_s, repeats=repeats)
     out = {"status": res["status"], "error": res.get("error"), "memory_method": res.get("memory_method"),
            "input_on": input_on, "input_mib": input_mib(image_size, input_on),
