@@ -53,11 +53,14 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _move_aside(path: Path, err: Exception) -> None:
+def move_aside(path: str | os.PathLike, err: Exception, *, stacklevel: int = 3) -> Path:
+    """Move an unreadable record or file to `<name>.corrupt` with a warning naming it; returns the new path."""
+    path = Path(path)
     aside = path.with_name(path.name + ".corrupt")
     os.replace(path, aside)
-    warnings.warn(f"{path}: unreadable cache record ({type(err).__name__}: {err}); moved to {aside.name}, "
-                  f"recomputing", CorruptRecordWarning, stacklevel=3)
+    warnings.warn(f"{path}: unreadable ({type(err).__name__}: {err}); moved to {aside.name}, recomputing",
+                  CorruptRecordWarning, stacklevel=stacklevel)
+    return aside
 
 
 def load(path: str | os.PathLike, key: str) -> Any | None:
@@ -71,7 +74,7 @@ def load(path: str | os.PathLike, key: str) -> Any | None:
         if not isinstance(record, dict) or KEY_FIELD not in record or "value" not in record:
             raise ValueError("not a histolean cache record")
     except Exception as err:  # truncated, foreign or from an old format: one policy for all
-        _move_aside(path, err)
+        move_aside(path, err)
         return None
     return record["value"] if record[KEY_FIELD] == key else None
 
