@@ -1,18 +1,16 @@
-"""tilbench: variants and their errors, paired statistics, the resumable runner."""
+"""til_nar_resrep: variants and their errors, the resumable runner, the grid search cache."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 
 from histolean import arch, models
 from histolean.core import checkpoints
-from histolean.experiments import til_nar_resrep
 from histolean.data.til_task import load_til_task
+from histolean.experiments import til_maps_classifiers, til_nar_resrep
+from histolean.util import cache
 
 
 def test_variants_ids_sizes_and_original_first():
@@ -24,12 +22,14 @@ def test_variants_ids_sizes_and_original_first():
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"vgg16": {}}, "unknown architecture 'vgg16'"),
+    ({"vgg16": {}}, "unknown torch model 'vgg16'"),
+    ({"inception_v3": {}}, "unknown torch model 'inception_v3'"),  # in the registry, but Keras only
     ({"resnet50v2": {"prune": [1]}}, r"unknown key\(s\) \['prune'\]"),
     ({"resnet50v2": {"nar": [0]}}, "bad level 0"),
     ({"resnet50v2": {"ir": [1.5]}}, "bad level 1.5"),
     ({"resnet50v2": {"resrep": [3.0]}}, "bad level 3.0"),
     ({"inception_v4": {"base_input": 88, "ir": [2]}}, "inception_v4__ir_k2 would take 67 px.*at least 75"),
+    ({"inception_v4": {"base_input": 74}}, "inception_v4__original would take 74 px.*at least 75"),
     ({}, "non-empty"),
 ])
 def test_bad_variant_config_is_a_clear_error(config, message):
@@ -38,30 +38,12 @@ def test_bad_variant_config_is_a_clear_error(config, message):
 
 
 def test_min_input_of_inception_v4():
-    size = til_nar_resrep.MIN_INPUT["inception_v4"]
+    size = arch.model_entry("inception_v4").min_input
     net = models.build(arch.inception_v4(input_size=size)).eval()
     with torch.no_grad():
         assert net(torch.rand(1, 3, size, size)).shape == (1, 2)
         with pytest.raises(RuntimeError):
             net(torch.rand(1, 3, size - 1, size - 1))
-
-
-def test_rank_auc_matches_sklearn_and_paired_verdicts():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 300)
-    good = y + rng.normal(0, 0.7, 300)
-    noise = rng.normal(0, 1, 300)
-    res = til_nar_resrep.auc_with_ci(y, [good, np.round(good, 1)], n_boot=200)
-    assert res["auc_runs"][0] == pytest.approx(roc_auc_score(y, good))
-    assert res["auc_runs"][1] == pytest.approx(roc_auc_score(y, np.round(good, 1)))  # ties averaged
-    assert res["auc_ci_lo"] < res["auc"] < res["auc_ci_hi"] and res["auc_sd"] is not None
-    same = til_nar_resrep.paired_auc_difference(y, good, good, n_boot=200)
-    assert same["auc_diff"] == 0 and same["same_auc"] == "supported"
-    worse = til_nar_resrep.paired_auc_difference(y, noise, good, n_boot=200)
-    assert worse["same_auc"] == "lower" and worse["auc_diff_ci_hi"] < 0
-    assert til_nar_resrep.paired_auc_difference(y, good, noise, n_boot=200)["same_auc"] == "higher"
-    small = til_nar_resrep.paired_auc_difference(y[:20], good[:20] + rng.normal(0, 0.5, 20), good[:20], n_boot=200)
-    assert small["same_auc"] == "not resolved"
 
 
 def test_pareto_front_and_stage_names():
@@ -98,26 +80,66 @@ def test_runner_trains_saves_and_resumes(tiny_task, tmp_path):
     assert all(run["resumed"] for r in again.values() for run in r.runs)
     assert np.allclose(again["tiny__ir_k2"].test_probs, first["tiny__ir_k2"].test_probs)
 
-    # a damaged model file: said so, kept aside, the variant retrained; other variants untouched
+    # the slide maps (til_maps) still find the model files among the cache records
+    assert til_maps_classifiers.find_checkpoints(model_dir) == {"original": model_dir / "tiny__original.pt",
+                                                                "reduced": model_dir / "tiny__ir_k2.pt"}
+
+    # damaged files, one of each kind: said so (naming the file), kept aside, only that work redone
     (model_dir / "tiny__ir_k2.pt").write_bytes(b"not a checkpoint")
+    (model_dir / "tiny__original__run0.json").write_text("{truncated")
+    (model_dir / "tiny__resrep__run0.pt").write_bytes(b"not a torch file")
     log.clear()
-    til_nar_resrep.TilRunner(tiny_task, tmp_path, cfg, rcfg, device="cpu", log=log.append).run(variants, progress=False)
-    assert any("tiny__ir_k2.pt" in m and "cannot be read" in m for m in log), log
-    assert (model_dir / "tiny__ir_k2.pt.corrupt").exists()
-    assert sum("trained in" in m for m in log) == 1
+    with pytest.warns(cache.CorruptRecordWarning) as caught:
+        til_nar_resrep.TilRunner(tiny_task, tmp_path, cfg, rcfg, device="cpu", log=log.append).run(variants,
+                                                                                                   progress=False)
+    named = " ".join(str(w.message) for w in caught)
+    for name in ("tiny__ir_k2.pt", "tiny__original__run0.json", "tiny__resrep__run0.pt"):
+        assert name in named and (model_dir / f"{name}.corrupt").exists(), (name, named)
+    assert sum("trained in" in m for m in log) == 2 and sum("remembered" in m for m in log) == 1, log
     checkpoints.load_model(model_dir / "tiny__ir_k2.pt")
 
-    # changed settings: a different fingerprint, so the run is redone rather than reused
-    log.clear()
+    # changed settings: a different fingerprint, so the run is redone rather than reused, then reused
     changed = til_nar_resrep.TrainConfig(epochs=1, batch_size=8, runs=1, lr=1e-3)
-    til_nar_resrep.TilRunner(tiny_task, tmp_path, changed, rcfg, device="cpu", log=log.append).run(variants[:1], progress=False)
-    assert sum("trained in" in m for m in log) == 1
-    assert json.loads((model_dir / "tiny__original__run0.json").read_text())["resumed"] is False
+    for expected in (1, 0):
+        log.clear()
+        til_nar_resrep.TilRunner(tiny_task, tmp_path, changed, rcfg, device="cpu", log=log.append).run(
+            variants[:1], progress=False)
+        assert sum("trained in" in m for m in log) == expected, log
+    assert checkpoints.load_model(model_dir / "tiny__original.pt")[1]["variant_fingerprint"] == \
+        til_nar_resrep.TilRunner(tiny_task, tmp_path, changed, rcfg).variant_key(variants[0])
 
 
-def test_speed_is_measured_side_by_side():
-    a = models.build(arch.tiny(input_size=16))
-    b = models.build(arch.tiny(input_size=8))
-    out = til_nar_resrep.measure_speed({"a": (a, 16), "b": (b, 8)}, "a", batch_size=2, repeats=5, device="cpu")
-    assert out["a"]["speedup"] == 1.0 and out["b"]["speed_repeats"] == 5
-    assert out["b"]["latency_ms_min"] <= out["b"]["latency_ms"] <= out["b"]["latency_ms_max"]
+def test_a_lost_model_file_retrains_the_recorded_runs(tiny_task, tmp_path):
+    cfg = til_nar_resrep.TrainConfig(epochs=1, batch_size=8, runs=2)
+    variants = til_nar_resrep.build_variants({"tiny": {"base_input": 16}})
+    log: list[str] = []
+    til_nar_resrep.TilRunner(tiny_task, tmp_path, cfg, device="cpu", log=log.append).run(variants, progress=False)
+    (tmp_path / "models" / "til_nar_resrep" / "tiny__original.pt").unlink()
+    log.clear()
+    again = til_nar_resrep.TilRunner(tiny_task, tmp_path, cfg, device="cpu", log=log.append).run(variants,
+                                                                                                 progress=False)
+    assert "model file" in log[0] and sum("trained in" in m for m in log) == 2, log
+    assert not any(run["resumed"] for run in again["tiny__original"].runs)
+
+
+def test_grid_search_is_cached_per_candidate(tiny_task, tmp_path, monkeypatch):
+    grid = {"phi": 1, "epochs": 1, "alphas": [1.2, 1.3], "betas": [1.1], "gammas": [1.15], "target": 2.0, "tol": 0.15}
+    cfg = til_nar_resrep.TrainConfig(epochs=1, batch_size=8)
+    base = arch.tiny(input_size=16)
+    first = til_nar_resrep.nar_grid_search(tiny_task, base, grid, cfg, tmp_path, device="cpu")
+    assert len(first) == 2 and sum(r["paper_choice"] for r in first) == 1
+    folder = tmp_path / "models" / "til_nar_resrep" / "grid"
+    assert len(list(folder.glob("*.json"))) == 2
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached candidate was trained again")
+
+    from histolean.core import train
+
+    monkeypatch.setattr(train, "fit", no_training)
+    assert til_nar_resrep.nar_grid_search(tiny_task, base, grid, cfg, tmp_path, device="cpu") == first
+    monkeypatch.undo()
+    (folder / "a1.30_b1.10_g1.15.json").write_text("")
+    with pytest.warns(cache.CorruptRecordWarning, match="a1.30_b1.10_g1.15.json"):
+        again = til_nar_resrep.nar_grid_search(tiny_task, base, grid, cfg, tmp_path, device="cpu")
+    assert [r["val_auc"] for r in again] == pytest.approx([r["val_auc"] for r in first])  # seeded: the same
