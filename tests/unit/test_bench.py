@@ -93,3 +93,17 @@ def test_throughput_needs_the_input_size_of_a_module():
         measure.throughput({"net": models.build(arch.tiny())})
     with pytest.raises(ValueError, match="batch_size"):
         measure.throughput({"net": arch.tiny()}, batch_size=0)
+
+
+def test_inference_speed_gives_throughput_and_latency_side_by_side():
+    from histolean import arch, models
+
+    a = models.build(arch.tiny(input_size=16))
+    b = models.build(arch.tiny(input_size=8))
+    out = measure.inference_speed({"a": a, "b": b}, reference="a", input_sizes={"a": 16, "b": 8}, batch_size=2,
+                                  repeats=5, device="cpu")
+    assert out["a"]["speedup"] == 1.0 and out["a"]["latency_speedup"] == 1.0
+    assert out["b"]["speed_repeats"] == 5 and out["b"]["speed_batch"] == 2 and out["b"]["speed_device"] == "cpu"
+    assert out["b"]["latency_ms_min"] <= out["b"]["latency_ms"] <= out["b"]["latency_ms_max"]
+    assert out["b"]["speedup_min"] <= out["b"]["speedup"] <= out["b"]["speedup_max"]
+    assert out["b"]["throughput_per_s"] == pytest.approx(2 / (out["b"]["batch_ms"] / 1e3))

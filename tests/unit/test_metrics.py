@@ -102,3 +102,23 @@ def test_segmentation_metrics_ignore_label_values_and_check_shapes():
     with pytest.raises(ValueError, match="shapes differ"):
         metrics.panoptic_quality(gt, pred[:5])
     assert metrics.mse([0, 2], [1, 0]) == pytest.approx(2.5)
+
+
+def test_rank_auc_matches_sklearn_and_paired_verdicts():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    good = y + rng.normal(0, 0.7, 300)
+    noise = rng.normal(0, 1, 300)
+    res = metrics.auc_with_ci(y, [good, np.round(good, 1)], n_boot=200)
+    assert res["auc_runs"][0] == pytest.approx(roc_auc_score(y, good))
+    assert res["auc_runs"][1] == pytest.approx(roc_auc_score(y, np.round(good, 1)))  # ties averaged
+    assert res["auc_ci_lo"] < res["auc"] < res["auc_ci_hi"] and res["auc_sd"] is not None
+    same = metrics.paired_auc_difference(y, good, good, n_boot=200)
+    assert same["auc_diff"] == 0 and same["same_auc"] == "supported"
+    worse = metrics.paired_auc_difference(y, noise, good, n_boot=200)
+    assert worse["same_auc"] == "lower" and worse["auc_diff_ci_hi"] < 0
+    assert metrics.paired_auc_difference(y, good, noise, n_boot=200)["same_auc"] == "higher"
+    small = metrics.paired_auc_difference(y[:20], good[:20] + rng.normal(0, 0.5, 20), good[:20], n_boot=200)
+    assert small["same_auc"] == "not resolved"

@@ -140,3 +140,13 @@ def dataset_view(dataset, i, k):
     if k >= 4:
         img = img[:, ::-1]
     return (torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0 - train.NORM_MEAN) / train.NORM_STD
+
+
+def test_recalibrate_batchnorm_sets_exact_averages_and_keeps_momentum():
+    net = nn.Sequential(nn.BatchNorm2d(3))
+    net[0].running_mean.fill_(5.0)  # stale statistics
+    x = torch.rand(12, 3, 4, 4) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)
+    loader = [(x[i:i + 4], torch.zeros(4)) for i in range(0, 12, 4)]
+    train.recalibrate_batchnorm(net, loader)
+    assert torch.allclose(net[0].running_mean, x.mean((0, 2, 3)), atol=1e-6)  # equal batches: the exact mean
+    assert net[0].momentum == 0.1 and not net.training

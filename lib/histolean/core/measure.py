@@ -205,6 +205,31 @@ def throughput(networks: dict[str, Spec | nn.Module], *, reference: str | None =
     return {name: {**res, "batch_size": batch_size, "input_size": sizes[name]} for name, res in out.items()}
 
 
+def inference_speed(networks: dict[str, Spec | nn.Module], *, reference: str | None = None, batch_size: int = 16,
+                    repeats: int = 5, warmup: int = 1, input_sizes: dict[str, int] | None = None,
+                    device: str | torch.device = "cpu", seed: int = 0) -> dict[str, dict]:
+    """Throughput at ``batch_size`` and latency at batch 1 of several networks, each timed side by side
+    with ``reference`` (two :func:`throughput` measurements), as flat result-row fields per name:
+    ``throughput_per_s``, ``batch_ms`` (+ ``_min``/``_max``), ``speedup`` (reference time / this time,
+    >= 1 when faster; + ``_min``/``_max``), ``speed_batch``, ``speed_repeats``, ``speed_device``,
+    ``latency_ms`` (+ ``_min``/``_max``) and ``latency_speedup``."""
+    out: dict[str, dict] = {name: {} for name in networks}
+    for batch, kind in ((batch_size, "throughput"), (1, "latency")):
+        timed = throughput(networks, reference=reference, batch_size=batch, repeats=repeats, warmup=warmup,
+                           input_sizes=input_sizes, device=device, seed=seed)
+        for name, t in timed.items():
+            if kind == "throughput":
+                out[name].update({"throughput_per_s": t["per_s"], "batch_ms": t["median_s"] * 1e3,
+                                  "batch_ms_min": t["min_s"] * 1e3, "batch_ms_max": t["max_s"] * 1e3,
+                                  "speedup": t["speedup"], "speedup_min": t["speedup_min"],
+                                  "speedup_max": t["speedup_max"], "speed_batch": batch, "speed_repeats": repeats,
+                                  "speed_device": t["device"]})
+            else:
+                out[name].update({"latency_ms": t["median_s"] * 1e3, "latency_ms_min": t["min_s"] * 1e3,
+                                  "latency_ms_max": t["max_s"] * 1e3, "latency_speedup": t["speedup"]})
+    return out
+
+
 def _same_network(spec: Spec) -> Spec:
     """Specs that build the same weights: global-pool networks do not depend on the input size."""
     import dataclasses

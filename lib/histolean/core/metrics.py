@@ -1,7 +1,9 @@
-"""Metrics of the study: classification (AUC, accuracy, loss) and segmentation.
+"""Metrics of the study: classification (AUC, accuracy, loss), their bootstrap statistics, and segmentation.
 
 Classification metrics wrap scikit-learn so the numbers are the ones the
-field computes; the bootstrap gives a percentile confidence interval.
+field computes; the bootstrap gives a percentile confidence interval
+(:func:`auc_with_ci` / :func:`paired_auc_difference`: over test patches, for the
+mean AUC of several training runs and the paired difference of two networks).
 """
 
 from __future__ import annotations
@@ -61,6 +63,71 @@ def bootstrap_ci(y_true, prob, metric=auc, n_boot: int = 1000, level: float = 0.
         return float("nan"), float("nan")
     lo, hi = np.percentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- AUC over runs, paired bootstrap
+# Several training runs scored on one test set: the mean-over-runs AUC with a percentile bootstrap CI over
+# test patches, and the paired difference of two networks on the same resamples.
+
+def _rank_auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of ``scores`` (B, N) against labels ``y`` (B, N), ties averaged; NaN if one class."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores, axis=1)
+    n1 = y.sum(1)
+    n0 = y.shape[1] - n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * y).sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return np.where((n1 > 0) & (n0 > 0), auc, np.nan)
+
+
+def _bootstrap_mean_auc(y, probs, n_boot: int, seed: int, chunk: int = 250):
+    """Mean-over-runs AUC on ``n_boot`` resamples of the patches (same resamples for every seed call)."""
+    y = np.asarray(y, dtype=np.int64)
+    probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    values = []
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, y.size, (min(chunk, n_boot - start), y.size))
+        values.append(np.mean([_rank_auc(y[idx], p[idx]) for p in probs], axis=0))
+    return np.concatenate(values)
+
+
+def auc_with_ci(y, probs, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Mean AUC over runs (rows of ``probs``), sd over runs, and a percentile bootstrap CI over patches."""
+    probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+    y = np.asarray(y, dtype=np.int64)
+    per_run = _rank_auc(np.broadcast_to(y, probs.shape), probs)
+    boot = _bootstrap_mean_auc(y, probs, n_boot, seed)
+    lo, hi = np.nanpercentile(boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return {"auc": float(per_run.mean()), "auc_sd": float(per_run.std(ddof=1)) if len(per_run) > 1 else None,
+            "auc_runs": [float(a) for a in per_run], "auc_ci_lo": float(lo), "auc_ci_hi": float(hi)}
+
+
+def paired_auc_difference(y, probs, reference_probs, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                          margin: float = 0.02) -> dict:
+    """AUC(variant) - AUC(reference) on the same test patches, with a paired bootstrap CI.
+
+    Both networks are scored on the same resamples (same seed), so patch-to-patch difficulty
+    cancels. ``same_auc``: "supported" when the whole CI lies within +-``margin``; "lower" /
+    "higher" when it excludes 0 on that side; otherwise "not resolved" (the test set cannot tell).
+    """
+    y = np.asarray(y, dtype=np.int64)
+    a = _bootstrap_mean_auc(y, probs, n_boot, seed)
+    b = _bootstrap_mean_auc(y, reference_probs, n_boot, seed)
+    diff = a - b
+    lo, hi = np.nanpercentile(diff, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    point = auc_with_ci(y, probs, n_boot=1)["auc"] - auc_with_ci(y, reference_probs, n_boot=1)["auc"]
+    if -margin <= lo and hi <= margin:
+        verdict = "supported"
+    elif hi < 0:
+        verdict = "lower"
+    elif lo > 0:
+        verdict = "higher"
+    else:
+        verdict = "not resolved"
+    return {"auc_diff": float(point), "auc_diff_ci_lo": float(lo), "auc_diff_ci_hi": float(hi),
+            "same_auc": verdict, "equivalence_margin": margin}
 
 
 # --------------------------------------------------------------------------- segmentation

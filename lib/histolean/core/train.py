@@ -334,3 +334,25 @@ def evaluate(model: nn.Module, loader, device=None, loss_fn: Callable | None = N
         raise ValueError("evaluation loader is empty")
     out = metrics.classification_metrics(labels, probs, loss=total / count)
     return {k: out[k] for k in ("loss", "auc", "accuracy", "n")}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: torch.nn.Module, loader, device=None) -> None:
+    """Re-estimate every BN layer's running statistics over ``loader`` (train mode, no gradients).
+
+    A few steps at ResRep's SGD learning rates move the weights faster than BN's running averages
+    follow; evaluated (and folded into the convs by conversion) with stale statistics, the network
+    outputs garbage. Exact averages over the training windows fix that. (The torch copy; the Keras
+    one lives with the Keras zoo, since core does not import TensorFlow.)
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    net.train()
+    for x, _ in loader:
+        net(x.to(device) if device is not None else x)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    net.eval()

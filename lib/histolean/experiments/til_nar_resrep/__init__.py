@@ -1,0 +1,28 @@
+"""The TIL experiment of the NAR paper (Meirelles et al. 2022, Section 3, Tables 1-4), behind notebook
+``05_til_nar_resrep``: NAR vs input reduction (IR) vs ResRep, accuracy against cost.
+
+* :mod:`.variants`: :func:`build_variants`, the networks to train, from a plain config
+  ``{"resnet50v2": {"base_input": 48, "ir": [1, 2], "nar": [1, 2, 3], "resrep": [0.9]}}``
+  (architectures by their name in the model registry; each one's original always included).
+* :mod:`.runner`: :class:`TilRunner` trains every variant ``runs`` times, resumably (records and
+  model files under ``<out>/models/til_nar_resrep/``).
+* :mod:`.summary`: :func:`summarise` turns the results into rows (AUC with a bootstrap CI, the paired
+  difference with the original, ``flop_reduction``, measured ``speedup``); :func:`pareto_front`.
+* :mod:`.baselines`: colour-histogram baselines and the NAR coefficient grid search.
+* :mod:`.claims`: :func:`paper_claims`, the paper's claims decided on the rows.
+
+The statistics (:func:`histolean.core.metrics.auc_with_ci`, ``paired_auc_difference``), the speed
+timing (:func:`histolean.core.measure.inference_speed`) and BatchNorm recalibration
+(:func:`histolean.core.train.recalibrate_batchnorm`) are the library's, in core.
+"""
+
+from .baselines import colour_features, colour_histogram_baselines, nar_grid_search
+from .claims import paper_claims
+from .runner import CLASSES, MEAN, STD, ResRepConfig, TilRunner, TrainConfig, VariantResult
+from .summary import cheapest_not_worse, paper_scale_gflops, pareto_front, summarise
+from .variants import BENCHMARK, METHODS, PAPER_BASE_INPUT, Variant, base_spec, build_variants, kept_by_stage, stage_of
+
+__all__ = ["BENCHMARK", "CLASSES", "MEAN", "METHODS", "PAPER_BASE_INPUT", "STD", "ResRepConfig", "TilRunner",
+           "TrainConfig", "Variant", "VariantResult", "base_spec", "build_variants", "cheapest_not_worse",
+           "colour_features", "colour_histogram_baselines", "kept_by_stage", "nar_grid_search", "paper_claims",
+           "paper_scale_gflops", "pareto_front", "stage_of", "summarise"]
