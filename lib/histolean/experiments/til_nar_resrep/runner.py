@@ -10,9 +10,7 @@ never retrained; a record that cannot be read is moved aside with a warning and 
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -198,10 +196,7 @@ class TilRunner:
         try:
             _, info = checkpoints.load_model(path)
         except ValueError as err:
-            aside = path.with_name(path.name + ".corrupt")
-            os.replace(path, aside)
-            warnings.warn(f"{err}; moved to {aside.name}, retraining the variant", cache.CorruptRecordWarning,
-                          stacklevel=2)
+            cache.move_aside(path, err)
             return None
         return info if info.get("variant_fingerprint") == vkey else None
 
