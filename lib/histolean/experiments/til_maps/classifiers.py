@@ -4,7 +4,7 @@
 
     paths, source = classifiers.models_for_maps(output_dir, input_size=64, epochs=2)
     # or, step by step:
-    found = classifiers.find_checkpoints(output_dir / "models" / "til_nar_resrep")  # {"original": path, "reduced": path}
+    found = classifiers.find_checkpoints(output_dir / "models" / "til_nar_resrep")  # {"original": ..., "reduced": ...}
     if not found:
         found = classifiers.train_stand_ins(output_dir / "models" / "til_maps", input_size=64, epochs=2)
 

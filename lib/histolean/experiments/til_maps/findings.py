@@ -40,7 +40,8 @@ def _by_role(rows: list[dict]) -> dict[str, dict]:
 
 def _label(model_row: dict) -> str:
     setting = ", ".join(f"{k}={v}" for k, v in model_row.get("setting", {}).items() if k != "role")
-    return f"{model_row['setting']['role']} ({model_row['model']} {model_row['method']}{' ' + setting if setting else ''})"
+    role, network = model_row["setting"]["role"], f"{model_row['model']} {model_row['method']}"
+    return f"{role} ({network}{' ' + setting if setting else ''})"
 
 
 def _scale(rows: list[dict]) -> str:
@@ -107,7 +108,8 @@ def same_map_claim(rows: list[dict], scale: str) -> Claim:
     note = ("The paper's claim is on AUC over test patches (notebook 05 tests it); here it is read as 'the reduced "
             "model draws the same map'.")
     if stand_ins:
-        note += " The models are stand-ins trained briefly at reduced scale: their agreement says little about the paper's."
+        note += (" The models are stand-ins trained briefly at reduced scale: their agreement says little about "
+                 "the paper's.")
     return Claim(**base, ours=ours, verdict=verdict, note=note)
 
 
@@ -117,8 +119,8 @@ def backend_claims(rows: list[dict], scale: str) -> list[Claim]:
     for backend, paper_speedup in ISSUE_SPEEDUPS.items():
         base = dict(paper=ISSUE, claim=f"{backend} runs model-only inference faster than eager torch",
                     paper_value=f"about {paper_speedup:g}x (ResNet50V2 NAR phi=2)",
-                    rule=f"holds if the speed-up over eager torch is above 1 in every timed round for both models; "
-                         f"fails if below 1 in every round for both; else not resolved",
+                    rule="holds if the speed-up over eager torch is above 1 in every timed round for both models; "
+                         "fails if below 1 in every round for both; else not resolved",
                     scale=scale)
         timed = [r for r in speed if r["method"] == backend]
         if not timed or any(r["setting"].get("reference") != REFERENCE_BACKEND for r in timed):
@@ -127,8 +129,8 @@ def backend_claims(rows: list[dict], scale: str) -> list[Claim]:
             continue
         lo = min(r["metrics"]["speedup_min"] for r in timed)
         hi = max(r["metrics"]["speedup_max"] for r in timed)
-        ours = "; ".join(f"{r['setting']['role']} {r['metrics']['speedup']:.2f}x (rounds {r['metrics']['speedup_min']:.2f}"
-                         f"-{r['metrics']['speedup_max']:.2f})" for r in timed)
+        ours = "; ".join(f"{r['setting']['role']} {r['metrics']['speedup']:.2f}x (rounds "
+                         f"{r['metrics']['speedup_min']:.2f}-{r['metrics']['speedup_max']:.2f})" for r in timed)
         out.append(Claim(**base, ours=ours, verdict=claims.directional(lo - 1, hi - 1, "higher"), interval=(lo, hi),
                          note="The range is over interleaved timing rounds on a shared machine, not a confidence "
                               "interval."))
@@ -148,7 +150,8 @@ def default_backend_claim(rows: list[dict], scale: str) -> Claim:
     if len({r["method"] for r in speed}) < 2 or DEFAULT_BACKEND not in {r["method"] for r in speed}:
         return Claim(**base, ours="the default and at least one other backend were not both timed",
                      verdict=NOT_TESTABLE)
-    ours = "fastest: " + ", ".join(f"{role} {r['method']} ({r['metrics']['speedup']:.2f}x)" for role, r in fastest.items())
+    ours = "fastest: " + ", ".join(f"{role} {r['method']} ({r['metrics']['speedup']:.2f}x)"
+                                   for role, r in fastest.items())
     return Claim(**base, ours=ours, verdict=_combine([HOLDS if r["method"] == DEFAULT_BACKEND else FAILS
                                                      for r in fastest.values()]))
 
@@ -163,8 +166,8 @@ def end_to_end_claim(rows: list[dict], scale: str) -> Claim:
     if not speed:
         return Claim(**base, ours="not timed", verdict=NOT_TESTABLE)
     shares = [r["metrics"]["end_to_end_share"] for r in speed]
-    ours = "end-to-end / model-only: " + "; ".join(f"{r['method']} {r['setting']['role']} {r['metrics']['end_to_end_share']:.0%}"
-                                                   for r in speed)
+    ours = "end-to-end / model-only: " + "; ".join(
+        f"{r['method']} {r['setting']['role']} {r['metrics']['end_to_end_share']:.0%}" for r in speed)
     return Claim(**base, ours=ours, verdict=claims.within(min(shares), CLOSE_SHARE, math.inf),
                  note="Small inputs make the model cheap, so reading weighs more than it would at the paper's 240 px.")
 
@@ -197,8 +200,9 @@ def scale_claim(rows: list[dict], scale: str) -> Claim:
     if set(whole) != set(ROLES):
         return Claim(**base, ours="no extrapolation for both models", verdict=NOT_TESTABLE)
     o, r = whole["original"]["metrics"], whole["reduced"]["metrics"]
-    ours = (f"{o['slides']} whole slides ({whole['original']['dataset']}): original {o['hours_for_slides']:.1f} h, reduced "
-            f"{r['hours_for_slides']:.1f} h ({o['seconds_per_slide']:.0f} s vs {r['seconds_per_slide']:.0f} s per slide "
+    ours = (f"{o['slides']} slides, each a {whole['original']['dataset']}: original {o['hours_for_slides']:.1f} h, "
+            f"reduced {r['hours_for_slides']:.1f} h ({o['seconds_per_slide']:.0f} s vs {r['seconds_per_slide']:.0f} s "
+            f"per slide "
             f"with the {whole['original']['setting'].get('backend', DEFAULT_BACKEND)} backend, "
             f"{o['slides_at_once']} slide(s) at a time on this machine)")
     return Claim(**base, ours=ours, verdict=HOLDS if r["hours_for_slides"] < o["hours_for_slides"] else FAILS)
