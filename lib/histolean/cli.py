@@ -64,9 +64,9 @@ def _cmd_tilmap(args) -> int:
 
     scheduler = None if args.scheduler == "none" else args.scheduler
     results = til_maps.map_slides(args.slides, args.model, args.out, mpp=args.mpp, scheduler=scheduler,
-                                n_workers=args.workers, threads=args.threads, backend=args.backend,
-                                batch_size=args.batch_size, max_patches=args.max_patches,
-                                threshold=args.threshold, force=args.force)
+                                  n_workers=args.workers, threads=args.threads, backend=args.backend,
+                                  batch_size=args.batch_size, max_patches=args.max_patches,
+                                  threshold=args.threshold, force=args.force)
     for r in results:
         if r["status"] == "failed":
             print(f"failed   {r['name']}: {r['error']}", file=sys.stderr)
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--url-base", default=None, help="mirror to download from instead of the official URL")
     dat.set_defaults(func=_cmd_data)
 
-    from histolean.experiments.til_maps import BACKENDS, DEFAULT_BACKEND
+    from histolean.experiments.til_maps.predict import BACKENDS, DEFAULT_BACKEND
 
     til = sub.add_parser("tilmap", help="TIL maps of whole slides with a trained patch classifier (resumable)")
     til.add_argument("slides", nargs="+", metavar="SLIDE_OR_FOLDER", help="slide files, or folders of slides")

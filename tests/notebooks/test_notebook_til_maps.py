@@ -31,7 +31,9 @@ def test_both_slides_mapped_by_both_models_on_dask(notebook_run):
     assert all(r["setting"]["mpp_source"] == "file" for r in cmu)
     for r in maps:  # the outputs on disk match the row
         folder = out / "til_maps" / r["setting"]["role"] / r["dataset"].rsplit(".", 1)[0]
-        done = json.loads((folder / "complete.json").read_text())
+        record = json.loads((folder / "complete.json").read_text())  # a util.cache record: key and summary
+        assert record["cache_key"]
+        done = record["value"]
         geo = json.loads((folder / "til_positive.geojson").read_text())
         assert done["n_positive"] == len(geo["features"]) == r["metrics"]["n_positive"]
 
@@ -43,7 +45,9 @@ def test_dask_equals_one_process(notebook_run):
 
 def test_agreement_and_speed_rows_are_consistent(notebook_run):
     rows, out = notebook_run
-    for r in _kind(rows, "agreement"):
+    agreement = _kind(rows, "agreement")
+    assert {r["dataset"] for r in agreement} == {"CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs"}
+    for r in agreement:
         assert 0.0 <= r["metrics"]["same_label_fraction"] <= 1.0 and r["metrics"]["n_patches"] > 0
     speed = _kind(rows, "speed")
     assert {r["setting"]["role"] for r in speed} == {"original", "reduced"}
@@ -59,3 +63,18 @@ def test_agreement_and_speed_rows_are_consistent(notebook_run):
     scale = [r for r in _kind(rows, "scale") if r["data_kind"] == "none"]
     assert len(scale) == 2 and all(r["metrics"]["patches"] == 40000 for r in scale)
     assert (out / "figures" / "til_maps__maps.png").is_file() and (out / "figures" / "til_maps__throughput.png").is_file()
+
+
+def test_the_closing_claims_are_recorded_with_rules_and_verdicts(notebook_run):
+    from histolean.study.claims import NOT_TESTABLE, VERDICTS
+
+    rows, _ = notebook_run
+    claims = _kind(rows, "claim")
+    assert len(claims) == 8 and all(c["verdict"] in VERDICTS and c["rule"] for c in claims)
+    by_claim = {c["claim"]: c for c in claims}
+    assert by_claim["Dask gives the single-process result"]["verdict"] == "holds"
+    # the smoke profile times eager torch and onnxruntime only, with stand-in models
+    assert by_claim["torch_compile runs model-only inference faster than eager torch"]["verdict"] == NOT_TESTABLE
+    stand_ins = any("stand-in" in r.get("source", "") for r in _kind(rows, "model"))
+    [same_map] = [c for c in claims if c["claim"].startswith("NAR")]
+    assert (same_map["verdict"] == NOT_TESTABLE) == stand_ins

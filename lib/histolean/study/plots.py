@@ -527,7 +527,7 @@ def zoo_full_vs_transfer(ours, paper=None, tests=None):
 
 
 def til_map_grid(images: dict, titles: dict | None = None, width: float = 7.0):
-    """Map images (thumbnail beside the map, as ``tilmap`` writes them) in a grid: one row per slide,
+    """Map images (thumbnail beside the map, as ``til_maps.map_slide`` writes them) in a grid: one row per slide,
     one column per model. ``images``: {(slide, model): RGB array or image path}."""
     import numpy as np
     from PIL import Image

@@ -112,3 +112,13 @@ def map_variants(fn: Callable, items: Iterable, scheduler=None, *, return_except
             dask.cancel([f for f in futures if not f.done()])
     return results
 
+
+
+def local_cluster(n_workers: int = 2, threads_per_worker: int = 1):
+    """A Dask LocalCluster on this machine: ``n_workers`` worker processes of ``threads_per_worker`` threads,
+    no dashboard, quiet logs. Close it when done (it is a context manager); several calls can share it
+    through ``client(cluster.scheduler_address)`` or ``distributed.Client(cluster)``."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                        dashboard_address=None, silence_logs=40)

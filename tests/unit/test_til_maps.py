@@ -17,6 +17,7 @@ import torch
 from histolean import arch, models
 from histolean.core import checkpoints, export
 from histolean.experiments import til_maps
+from histolean.util import cache, cluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,12 +50,9 @@ def test_two_worker_local_cluster_gives_the_single_process_predictions(tiny_mode
 
 @pytest.mark.slow
 def test_an_existing_scheduler_address_is_used(tiny_model, small_slide, tmp_path):
-    cluster = til_maps.local_cluster(1)
-    try:
-        [r] = til_maps.map_slides([small_slide], tiny_model, tmp_path, scheduler=cluster.scheduler_address,
-                                max_patches=20, progress=False)
-    finally:
-        cluster.close()
+    with cluster.local_cluster(1) as local:
+        [r] = til_maps.map_slides([small_slide], tiny_model, tmp_path, scheduler=local.scheduler_address,
+                                  max_patches=20, progress=False)
     assert r["status"] == "done" and r["n_patches"] == 20
 
 
@@ -181,3 +179,68 @@ def test_subsample_is_even_and_deterministic(real_data):
 def test_positive_probability_softmax_and_sigmoid():
     np.testing.assert_allclose(til_maps.positive_probability(np.array([[0.0, 0.0], [0.0, 1000.0]])), [0.5, 1.0])
     np.testing.assert_allclose(til_maps.positive_probability(np.array([[0.0], [-1000.0]])), [0.5, 0.0])
+
+
+def test_a_finished_slide_is_a_cache_record_keyed_by_its_settings(tiny_model, small_slide, tmp_path):
+    first = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, progress=False)
+    record = Path(first["folder"]) / til_maps.COMPLETE
+    key = json.loads(record.read_text())[cache.KEY_FIELD]
+    assert cache.load(record, key)["n_patches"] == 10
+    again = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, progress=False)
+    assert again["status"] == "skipped"
+    other = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=12, progress=False)
+    assert other["status"] == "done" and other["n_patches"] == 12  # other settings: another key, mapped again
+    assert json.loads(record.read_text())[cache.KEY_FIELD] != key
+
+
+def test_a_corrupt_completion_record_is_moved_aside_and_the_slide_mapped_again(tiny_model, small_slide, tmp_path):
+    done = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, progress=False)
+    record = Path(done["folder"]) / til_maps.COMPLETE
+    record.write_text('{"cache_key": "abc", "val')  # a record cut short
+    with pytest.warns(cache.CorruptRecordWarning, match="complete.json"):
+        again = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, progress=False)
+    assert again["status"] == "done"
+    assert (record.parent / "complete.json.corrupt").is_file()
+    assert til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10,
+                              progress=False)["status"] == "skipped"
+
+
+def test_a_re_map_killed_midway_leaves_no_record_to_trust(tiny_model, small_slide, tmp_path, monkeypatch):
+    from histolean.experiments.til_maps import outputs
+
+    done = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, progress=False)
+    record = Path(done["folder"]) / til_maps.COMPLETE
+    assert record.is_file()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands for a kill after the table was rewritten, before the map image
+
+    monkeypatch.setattr(outputs, "write_map_image", killed)
+    with pytest.raises(KeyboardInterrupt):
+        til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, force=True,
+                           progress=False)
+    assert not record.exists()
+    monkeypatch.undo()
+    rerun = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, progress=False)
+    assert rerun["status"] == "done"
+
+
+def test_torch_threads_are_set_only_while_the_work_runs(tiny_model, small_slide, tmp_path):
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    model = til_maps.load_til_model(tiny_model)
+    til_maps.Predictor(model, "torch", threads=target)
+    assert torch.get_num_threads() == before  # a constructor does not touch the process
+    seen = []
+
+    class Recording(til_maps.Predictor):
+        def __call__(self, images):
+            seen.append(torch.get_num_threads())
+            return super().__call__(images)
+
+    til_maps.map_slide(small_slide, model, tmp_path, predictor=Recording(model, "torch"), threads=target,
+                       max_patches=10, progress=False)
+    assert seen and set(seen) == {target}
+    assert torch.get_num_threads() == before
+    with til_maps.torch_threads(None):
+        assert torch.get_num_threads() == before

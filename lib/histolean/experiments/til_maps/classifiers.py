@@ -2,13 +2,16 @@
 
 ::
 
-    found = tilmodels.find_checkpoints(output_dir / "models" / "til_nar_resrep")  # {"original": path, "reduced": path}
+    paths, source = classifiers.models_for_maps(output_dir, input_size=64, epochs=2)
+    # or, step by step:
+    found = classifiers.find_checkpoints(output_dir / "models" / "til_nar_resrep")  # {"original": ..., "reduced": ...}
     if not found:
-        found = tilmodels.train_stand_ins(output_dir / "models" / "til_maps", input_size=64, epochs=2)
+        found = classifiers.train_stand_ins(output_dir / "models" / "til_maps", input_size=64, epochs=2)
 
 The benchmark ``til_nar_resrep`` saves one checkpoint per variant with ``method`` original /
-ir / nar (/ resrep) and its validation ``auc``. The original is its ResNet50V2; the best
-reduced model is the reduced variant of the same network with the highest AUC (fewer GFLOPs break ties).
+ir / nar (/ resrep) and its validation ``auc``. The original is its ResNet50V2 (``ORIGINAL_MODEL``
+in the model registry); the best reduced model is the reduced variant of the same network with
+the highest AUC (fewer GFLOPs break ties).
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from histolean.core import arch
+
+ORIGINAL_MODEL = arch.model_entry("resnet50v2", "torch").name   # the paper's TIL network
+BENCHMARK_MODELS = Path("models") / "til_nar_resrep"   # where the TIL benchmark saves them, under the output dir
+STAND_IN_MODELS = Path("models") / "til_maps"
+STAND_IN_SOURCE = "trained here (short stand-ins: no til_nar_resrep checkpoints)"
+BENCHMARK_SOURCE = "til_nar_resrep checkpoints"
 
 
 def find_checkpoints(folder: str | os.PathLike) -> dict[str, Path]:
@@ -39,7 +50,7 @@ def find_checkpoints(folder: str | os.PathLike) -> dict[str, Path]:
         gflops = float(ckpt.get("gflops") or np.inf)
         model = str(ckpt.get("model", ""))
         if ckpt.get("method") == "original":
-            originals.append((model != "resnet50v2", -auc, path, model))
+            originals.append((model != ORIGINAL_MODEL, -auc, path, model))
         elif ckpt.get("method"):
             reduced.append((-auc, gflops, path, model))
     if not originals:
@@ -58,12 +69,12 @@ def train_stand_ins(folder: str | os.PathLike, *, input_size: int = 64, epochs: 
     These are stand-ins for the TIL benchmark's models at a much reduced scale (input, epochs,
     patches): what they show is the mapping pipeline, not the paper's AUC.
     """
-    from histolean.core import arch, checkpoints, flops, models, train
-    from histolean.methods import nar
+    from histolean.core import checkpoints, flops, models, train
     from histolean.data import crc
+    from histolean.methods import nar
 
     folder = Path(folder)
-    original = arch.resnet50v2(num_classes=2, input_size=input_size)
+    original = arch.spec(ORIGINAL_MODEL, num_classes=2, input_size=input_size)
     variants = {"original": ("original", {}, original), "reduced": ("nar", {"phi": phi}, nar.reduce(original, phi))}
     sets = {split: crc.load_til_windows(split, root=root, limit=n, seed=seed, window_um=50.0)
             for split, n in (("train", n_train), ("valid", n_valid))}
@@ -78,11 +89,22 @@ def train_stand_ins(folder: str | os.PathLike, *, input_size: int = 64, epochs: 
         train_s = time.perf_counter() - t0
         valid = train.evaluate(net, train.make_loader(sets["valid"].images, sets["valid"].labels, 64, size=size))
         out[role] = checkpoints.save_model(
-            folder / f"resnet50v2-{method}{''.join(f'-{k}{v}' for k, v in setting.items())}.pt", net.cpu(), spec,
-            patch_um=50.0, mean=train.NORM_MEAN, std=train.NORM_STD, classes=["TIL-negative", "TIL-positive"],
-            dataset="til_windows", model="resnet50v2", method=method, setting=setting, auc=valid["auc"],
+            folder / f"{ORIGINAL_MODEL}-{method}{''.join(f'-{k}{v}' for k, v in setting.items())}.pt", net.cpu(),
+            spec, patch_um=50.0, mean=train.NORM_MEAN, std=train.NORM_STD, classes=["TIL-negative", "TIL-positive"],
+            dataset="til_windows", model=ORIGINAL_MODEL, method=method, setting=setting, auc=valid["auc"],
             accuracy=valid["accuracy"], gflops=flops.gflops(spec), params=flops.count_params(spec),
             trained_here=True, train_time_s=train_s,
             scale={"input_size": size, "epochs": epochs, "n_train": len(sets["train"].labels),
                    "n_valid": len(sets["valid"].labels)})
     return out
+
+
+def models_for_maps(output_dir: str | os.PathLike, **stand_in_settings) -> tuple[dict[str, Path], str]:
+    """The original and the best reduced checkpoint the TIL benchmark wrote under ``output_dir``, or, when
+    it has not run there, stand-ins trained now (:func:`train_stand_ins` with ``stand_in_settings``) under
+    ``output_dir/models/til_maps``; with the source in words (``BENCHMARK_SOURCE`` / ``STAND_IN_SOURCE``)."""
+    output_dir = Path(output_dir)
+    found = find_checkpoints(output_dir / BENCHMARK_MODELS)
+    if found:
+        return found, BENCHMARK_SOURCE
+    return train_stand_ins(output_dir / STAND_IN_MODELS, **stand_in_settings), STAND_IN_SOURCE

@@ -1,0 +1,47 @@
+"""Whole-slide TIL maps (notebook ``08_til_maps`` and the ``histolean tilmap`` command): a trained patch
+classifier run over every tissue patch of a slide.
+
+::
+
+    from histolean.experiments import til_maps
+
+    model = til_maps.load_til_model("outputs/default/models/til_nar_resrep/nar-phi2.pt")
+    summary = til_maps.map_slide("slide.svs", model, "maps/")                 # one slide, this process
+    results = til_maps.map_slides(["slides/"], "model.pt", "maps/")           # many, on a Dask cluster
+    patches = til_maps.read_patches("maps/slide")                             # x, y, probability, ...
+
+One concern per module:
+
+* :mod:`.model`: the checkpoint (``TilModel``, ``load_til_model``), patch normalisation, logits -> P(TIL);
+* :mod:`.predict`: the inference backends (``Predictor``, ``BACKENDS``, ``DEFAULT_BACKEND``), ONNX export
+  and ``torch_threads`` (torch's thread count set where the work runs, restored after);
+* :mod:`.slides`: finding and opening slides, subsampling the grid, the settings that key a finished slide;
+* :mod:`.outputs`: PNG map, Parquet table, QuPath GeoJSON, the ``complete.json`` record (``util.cache``);
+* :mod:`.mapping`: one slide (``map_slide``, resumable) and many on Dask (``map_slides``);
+* :mod:`.speed`: backends timed side by side (``compare_backends``);
+* :mod:`.classifiers`: the TIL benchmark's checkpoints, or short-trained stand-ins;
+* :mod:`.analysis`: agreement of two maps, Dask against one process, time for many slides;
+* :mod:`.findings`: ``paper_claims(rows)``, the notebook's closing claims.
+"""
+
+from histolean.experiments.til_maps.analysis import (extrapolate, map_agreement, patches_in_tissue,
+                                                     same_predictions, slides_at_once)
+from histolean.experiments.til_maps.classifiers import find_checkpoints, models_for_maps, train_stand_ins
+from histolean.experiments.til_maps.findings import paper_claims
+from histolean.experiments.til_maps.mapping import map_slide, map_slides
+from histolean.experiments.til_maps.model import TilModel, load_til_model, positive_probability, to_input
+from histolean.experiments.til_maps.outputs import (COMPLETE, OUTPUT_FILES, geojson, map_image, read_complete,
+                                                    read_patches)
+from histolean.experiments.til_maps.predict import (BACKENDS, DEFAULT_BACKEND, Predictor, onnx_file,
+                                                    torch_threads)
+from histolean.experiments.til_maps.slides import SLIDE_SUFFIXES, find_slides, open_slide, slide_settings, subsample
+from histolean.experiments.til_maps.speed import compare_backends
+
+__all__ = [
+    "BACKENDS", "COMPLETE", "DEFAULT_BACKEND", "OUTPUT_FILES", "SLIDE_SUFFIXES", "Predictor", "TilModel",
+    "compare_backends", "extrapolate", "find_checkpoints", "find_slides", "geojson", "load_til_model",
+    "map_agreement", "map_image", "map_slide", "map_slides", "models_for_maps", "onnx_file", "open_slide",
+    "paper_claims", "patches_in_tissue", "positive_probability", "read_complete", "read_patches",
+    "same_predictions", "slide_settings", "slides_at_once", "subsample", "to_input", "torch_threads",
+    "train_stand_ins",
+]
