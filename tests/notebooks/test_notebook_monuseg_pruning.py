@@ -68,3 +68,16 @@ def test_sparse_storage_and_cpu_time_are_measured(notebook_run):
     for name in ("fig2_monuseg", "fig3_tnbc", "fig4_monuseg", "fig4_tnbc", "table1_speedup"):
         assert (out / "figures" / f"monuseg_pruning__{name}.png").is_file(), name
     assert (out / "tables" / "monuseg_pruning_per_image.csv").is_file()
+
+
+def test_closing_cell_records_the_papers_claims(notebook_rows):
+    from histolean.study.claims import HOLDS, NOT_TESTABLE, VERDICTS
+
+    claims = [r for r in notebook_rows if r["kind"] == "claim"]
+    assert len(claims) == 12 and all(r["verdict"] in VERDICTS and r["rule"] for r in claims)
+    verdict = {r["claim"]: r["verdict"] for r in claims}
+    # the smoke run stops at CR 4: whether 80% of the weights (CR 8) can go is not decided
+    assert [v for c, v in verdict.items() if "80%" in c] == [NOT_TESTABLE, NOT_TESTABLE]
+    # exact counts on the full-width network are decided at any scale
+    assert verdict["layer-wise pruning cannot go beyond CR 2^7 in the U-Net (a layer would lose all its weights)"] == HOLDS
+    assert verdict["theoretical speed-up (dense FLOPs / sparsity-aware FLOPs) of the pruned U-Net"] == HOLDS
