@@ -80,5 +80,5 @@ def test_closing_cell_records_the_papers_claims(notebook_rows):
     # the smoke run stops at CR 4: whether 80% of the weights (CR 8) can go is not decided
     assert [v for c, v in verdict.items() if "80%" in c] == [NOT_TESTABLE, NOT_TESTABLE]
     # exact counts on the full-width network are decided at any scale
-    assert verdict["layer-wise pruning cannot go beyond CR 2^7 in the U-Net (a layer would lose all its weights)"] == HOLDS
-    assert verdict["theoretical speed-up (dense FLOPs / sparsity-aware FLOPs) of the pruned U-Net"] == HOLDS
+    assert [v for c, v in verdict.items() if "beyond CR 2^7" in c] == [HOLDS]
+    assert [v for c, v in verdict.items() if c.startswith("theoretical speed-up")] == [HOLDS]

@@ -65,3 +65,34 @@ def test_summarise_gives_mean_median_and_quartiles():
     assert s["pq_q25"] == pytest.approx(0.2) and s["pq_q75"] == pytest.approx(0.4)
     with pytest.raises(ValueError, match="no rows"):
         monuseg_pruning.summarise([])
+
+
+def test_a_second_run_with_the_same_settings_resumes_from_the_saved_records(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from histolean.study.records import Recorder
+
+    trained = []
+
+    def fake_train(self, branch, net, epochs, seed):   # the resume logic, not the training, is under test
+        trained.append(branch)
+        return SimpleNamespace(history=[{"train_loss": 1.0}])
+
+    monkeypatch.setattr(monuseg_pruning.PruningRun, "_train", fake_train)
+    config = monuseg_pruning.Config.from_parameters(PARAMETERS | {"output_dir": str(tmp_path), "eval_crop": 64,
+                                                                   "tile": 64})
+    tiles = [replace(t, name=n) for t, n in zip(data.synthetic_tiles(2, size=64, seed=0), "ab")]
+    sets = monuseg_pruning.Images(tiles, {"monuseg": tiles[:1], "tnbc": tiles[1:]},
+                                  {"train": "synthetic", "monuseg": "synthetic", "tnbc": "synthetic"})
+
+    def run(cfg):
+        rec = Recorder("t", tmp_path, profile="smoke")
+        monuseg_pruning.PruningRun(cfg, sets, rec, device="cpu").train_base()
+        return rec.rows
+
+    first = run(config)
+    assert trained == ["semantic", "regression"] and (config.state_dir / "base.pt").is_file()
+    again = run(config)
+    assert len(trained) == 2 and [r["metrics"] for r in again] == [r["metrics"] for r in first]
+    run(replace(config, resume=False))   # resume=False forgets the records (another setting: test_resume_key_...)
+    assert len(trained) == 4
