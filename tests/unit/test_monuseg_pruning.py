@@ -79,9 +79,9 @@ def test_a_second_run_with_the_same_settings_resumes_from_the_saved_records(tmp_
         return SimpleNamespace(history=[{"train_loss": 1.0}])
 
     monkeypatch.setattr(monuseg_pruning.PruningRun, "_train", fake_train)
-    config = monuseg_pruning.Config.from_parameters(PARAMETERS | {"output_dir": str(tmp_path), "eval_crop": 64,
-                                                                   "tile": 64})
-    tiles = [replace(t, name=n) for t, n in zip(data.synthetic_tiles(2, size=64, seed=0), "ab")]
+    config = monuseg_pruning.Config.from_parameters(PARAMETERS | {"output_dir": str(tmp_path), "eval_crop": 32,
+                                                                   "tile": 32, "overlap": 0})
+    tiles = [replace(t, name=n) for t, n in zip(data.synthetic_tiles(2, size=32, seed=0), "ab")]
     sets = monuseg_pruning.Images(tiles, {"monuseg": tiles[:1], "tnbc": tiles[1:]},
                                   {"train": "synthetic", "monuseg": "synthetic", "tnbc": "synthetic"})
 
