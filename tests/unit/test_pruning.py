@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -128,7 +128,44 @@ def test_iterative_prune_saves_each_round_and_resumes(tmp_path):
     assert again[1]["sparsity"]["model"]["kept"] == first[1]["sparsity"]["model"]["kept"]
 
 
-def test_damaged_round_file_names_itself(tmp_path):
+def test_a_round_saved_for_other_settings_is_recomputed(tmp_path):
+    calls = []
+
+    def retrain(name, model, cr):
+        calls.append(cr)
+
+    pruning.iterative_prune(tiny_net(), "layer-wise", 2, retrain=retrain, state_dir=tmp_path, run_key="epochs=1",
+                            input_size=8)
+    again = pruning.iterative_prune(tiny_net(), "layer-wise", 2, retrain=retrain, state_dir=tmp_path,
+                                    run_key="epochs=2", input_size=8)
+    assert calls == [2, 2] and not again[0]["resumed"]
+    same = pruning.iterative_prune(tiny_net(), "layer-wise", 2, retrain=retrain, state_dir=tmp_path,
+                                   run_key="epochs=2", input_size=8)
+    assert calls == [2, 2] and same[0]["resumed"]
+
+
+def test_damaged_round_file_is_moved_aside_with_a_warning_and_recomputed(tmp_path):
+    from histolean.util.cache import CorruptRecordWarning
+
     (tmp_path / "network-wide_cr2.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="network-wide_cr2.pt cannot be read"):
-        pruning.iterative_prune(tiny_net(), "network-wide", 2, state_dir=tmp_path, input_size=8)
+    with pytest.warns(CorruptRecordWarning, match="network-wide_cr2.pt"):
+        [result] = pruning.iterative_prune(tiny_net(), "network-wide", 2, state_dir=tmp_path, input_size=8)
+    assert not result["resumed"] and result["sparsity"]["model"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert (tmp_path / "network-wide_cr2.pt.corrupt").read_bytes() == b"not a checkpoint"
+    # the recomputed round replaced it and is found again
+    [again] = pruning.iterative_prune(tiny_net(), "network-wide", 2, state_dir=tmp_path, input_size=8)
+    assert again["resumed"]
+
+
+def test_round_record_loads_into_fresh_models_for_its_key_only(tmp_path):
+    net = tiny_net()
+    pruning.prune_round(net, "network-wide")
+    pruning.save_round(tmp_path / "r.pt", {"model": net}, {"score": np.arange(3)}, key="k1")
+    twin = tiny_net(seed=1)
+    assert pruning.load_round(tmp_path / "r.pt", {"model": twin}, key="k2") is None
+    result = pruning.load_round(tmp_path / "r.pt", {"model": twin}, key="k1")
+    assert np.array_equal(result["score"], np.arange(3))
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.equal(twin(x), net(x))
+    with pytest.raises(ValueError, match="holds models"):
+        pruning.load_round(tmp_path / "r.pt", {"semantic": tiny_net()}, key="k1")

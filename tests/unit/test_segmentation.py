@@ -131,12 +131,3 @@ def test_imagenet_weights_file_errors_name_the_file(tmp_path):
         segmentation.load_imagenet_encoder(net, tmp_path / "x.pth")
     with pytest.raises(ValueError, match="not a torchvision resnet34"):
         segmentation.load_imagenet_encoder(segmentation.UNetResNet34(width=1.0), tmp_path / "x.pth")
-
-
-def test_summarise_gives_mean_median_and_quartiles():
-    rows = [{"dice": v, "mse": 0.0, "aji": v, "pq": v} for v in (0.1, 0.2, 0.3, 0.4, 0.5)]
-    s = segmentation.summarise(rows)
-    assert s["dice"] == pytest.approx(0.3) and s["aji_median"] == pytest.approx(0.3)
-    assert s["pq_q25"] == pytest.approx(0.2) and s["pq_q75"] == pytest.approx(0.4)
-    with pytest.raises(ValueError, match="no rows"):
-        segmentation.summarise([])

@@ -16,7 +16,7 @@ the accounting and the cost figures:
 * :func:`dense_copy` -- the pruned model as a plain dense module (zeros in place), whose measured
   CPU time shows what unstructured sparsity buys on ordinary hardware (nothing, by itself);
 * :func:`iterative_prune` -- Algorithm 1 with each round's weights, masks and results saved
-  atomically, so a killed run continues at the next round.
+  atomically (``histolean.util.cache`` records), so a killed run continues at the next round.
 
 A layer-wise CR above the weight count of the smallest layer would leave that layer with no
 weight at all (the paper: layer-wise cannot go beyond CR = 2**7 for its U-Net, whose 3x3 head
@@ -29,6 +29,7 @@ import copy
 import io
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Mapping
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from histolean.util import atomic
+from histolean.util import atomic, cache
 from histolean.core import flops
 
 SCHEMES = ("network-wide", "layer-wise")
@@ -235,23 +236,22 @@ def _from_saved(value):
     return value
 
 
-def save_round(path: str | os.PathLike, models: Mapping[str, nn.Module], result: dict) -> Path:
-    """Atomically write the models' weights and masks with the round's result (plain data, arrays)."""
-    with atomic.atomic_path(path) as tmp:
-        torch.save({"format": "histolean.pruning-round/1",
-                    "states": {k: m.state_dict() for k, m in models.items()}, "result": _to_saved(result)}, tmp)
-    return Path(path)
+def save_round(path: str | os.PathLike, models: Mapping[str, nn.Module], result: dict, key: str) -> Path:
+    """Atomically write the models' weights and masks with the round's result (plain data, arrays), as a
+    ``histolean.util.cache`` record for ``key`` (the run's settings and code)."""
+    return cache.save(path, key, {"states": {k: m.state_dict() for k, m in models.items()},
+                                  "result": _to_saved(result)})
 
 
-def load_round(path: str | os.PathLike, models: Mapping[str, nn.Module]) -> dict:
-    """Load a round saved by :func:`save_round` into ``models`` (in place); return its result."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("format") != "histolean.pruning-round/1":
-            raise ValueError("not a pruning round file")
-    except Exception as err:
-        raise ValueError(f"pruning round file {path} cannot be read ({type(err).__name__}: {err}); "
-                         "delete it to redo that round") from None
+def load_round(path: str | os.PathLike, models: Mapping[str, nn.Module], key: str) -> dict | None:
+    """Load a round saved by :func:`save_round` for ``key`` into ``models`` (in place) and return its result;
+    None when there is none for this key. A record that cannot be read is moved aside with a
+    ``CorruptRecordWarning`` naming the file (the round is then recomputed)."""
+    blob = cache.load(path, key)
+    if blob is None:
+        return None
+    if set(blob["states"]) != set(models):
+        raise ValueError(f"pruning round {path} holds models {sorted(blob['states'])}, not {sorted(models)}")
     for name, model in models.items():
         state = blob["states"][name]
         if any(k.endswith("weight_mask") for k in state):
@@ -260,10 +260,18 @@ def load_round(path: str | os.PathLike, models: Mapping[str, nn.Module]) -> dict
     return _from_saved(blob["result"])
 
 
+def round_key(models: Mapping[str, nn.Module], scheme: str, input_size: int, run_key: str = "") -> str:
+    """The cache key of a pruning round: the caller's ``run_key`` (its training settings and data), the
+    scheme, the models' names and weight counts, and this module's code."""
+    shape = {n: sparsity(m)["weights"] for n, m in models.items()}
+    return cache.fingerprint({"run": run_key, "scheme": scheme, "input_size": input_size, "models": shape},
+                             code=[sys.modules[__name__]])
+
+
 def iterative_prune(models: nn.Module | Mapping[str, nn.Module], scheme: str, cr: int, *,
                     retrain: Callable[[str, nn.Module, int], object] | None = None,
                     evaluate: Callable[[Mapping[str, nn.Module], int], dict] | None = None,
-                    state_dir: str | os.PathLike | None = None, input_size: int = 64,
+                    state_dir: str | os.PathLike | None = None, run_key: str = "", input_size: int = 64,
                     on_round: Callable[[dict], None] | None = None) -> list[dict]:
     """Algorithm 1 from trained ``models`` (one module, or several pruned side by side, each ranked on
     its own, e.g. the two branches) up to compression ratio ``cr``.
@@ -272,17 +280,20 @@ def iterative_prune(models: nn.Module | Mapping[str, nn.Module], scheme: str, cr
     ``retrain(name, model, cr)`` for each model, then ``evaluate(models, cr)`` (a dict of plain data
     and arrays). Its result -- ``{"round", "cr", "scheme", "sparsity": {name: ...},
     "speedup": {name: ...}, "evaluation": ...}`` -- is passed to ``on_round`` and returned. With a
-    ``state_dir``, each round's models and result are saved atomically as ``<scheme>_cr<CR>.pt``;
-    rounds already saved there are loaded instead of recomputed (a killed run resumes).
+    ``state_dir``, each round's models and result are saved atomically as ``<scheme>_cr<CR>.pt``
+    (``histolean.util.cache`` records keyed by :func:`round_key`: ``run_key`` must name whatever the
+    caller's ``retrain`` and ``evaluate`` depend on); rounds already saved there for the same key are
+    loaded instead of recomputed (a killed run resumes), others are recomputed and replaced.
     """
     models = {"model": models} if isinstance(models, nn.Module) else dict(models)
     rounds = max(check_compression_ratio(m, scheme, cr) for m in models.values())
+    record_key = round_key(models, scheme, input_size, run_key)
     results = []
     for k in range(1, rounds + 1):
         ratio = 2 ** k
         path = Path(state_dir) / f"{scheme}_cr{ratio}.pt" if state_dir is not None else None
-        if path is not None and path.is_file():
-            result = load_round(path, models)
+        result = load_round(path, models, record_key) if path is not None else None
+        if result is not None:
             result["resumed"] = True
         else:
             for model in models.values():
@@ -295,7 +306,7 @@ def iterative_prune(models: nn.Module | Mapping[str, nn.Module], scheme: str, cr
                       "speedup": {n: theoretical_speedup(m, input_size) for n, m in models.items()},
                       "evaluation": evaluate(models, ratio) if evaluate is not None else None}
             if path is not None:
-                save_round(path, models, result)
+                save_round(path, models, result, record_key)
             result["resumed"] = False
         results.append(result)
         if on_round is not None:

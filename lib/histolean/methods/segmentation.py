@@ -34,6 +34,7 @@ from torch import nn
 from histolean.core import arch, models
 
 BRANCHES = ("semantic", "regression")
+ENCODER = "resnet34"  # the encoder's name in the model registry (histolean.core.arch.MODELS)
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,7 +98,7 @@ class UNetResNet34(nn.Module):
     def __init__(self, out_channels: int = 1, in_channels: int = 3, width: float = 1.0,
                  decoder_channels: tuple[int, ...] = DECODER_CHANNELS):
         super().__init__()
-        spec = arch.resnet34(num_classes=1)
+        spec = arch.spec(ENCODER, num_classes=1)
         if width != 1.0:
             spec = arch.scale(spec, width=width, scale_stem=True, variant=f"width {width:g}")
         spec = replace(spec, in_channels=in_channels)
@@ -143,11 +144,6 @@ def unet_resnet34(width: float = 1.0, seed: int | None = None, encoder_weights: 
     if encoder_weights:
         load_imagenet_encoder(net, encoder_weights)
     return net
-
-
-def encoder_init(encoder_weights) -> str:
-    """What a row says about the encoder's start: ``imagenet:<file name>`` or ``random``."""
-    return f"imagenet:{Path(encoder_weights).name}" if encoder_weights else "random"
 
 
 def load_imagenet_encoder(net: UNetResNet34, path: str | os.PathLike) -> UNetResNet34:
@@ -461,27 +457,3 @@ def evaluate(nets: dict[str, nn.Module], samples, params: PostProcess = PostProc
         if s.name in keep:
             kept[s.name] = result["instances"]
     return rows, kept
-
-
-def center_crop(sample, size: int):
-    """The sample cut to its central ``size`` x ``size`` window (unchanged when it is smaller)."""
-    if not size:
-        return sample
-    h, w = sample.instances.shape
-    y, x = max((h - size) // 2, 0), max((w - size) // 2, 0)
-    inst = sample.instances[y:y + size, x:x + size]
-    return replace(sample, image=sample.image[y:y + size, x:x + size], instances=inst)
-
-
-
-def summarise(rows: list[dict], keys=("dice", "mse", "aji", "pq")) -> dict:
-    """Aggregate per-image scores: mean, median, quartiles and standard deviation of each key."""
-    out = {}
-    for key in keys:
-        v = np.asarray([r[key] for r in rows], dtype=float)
-        if not v.size:
-            raise ValueError(f"summarise: no rows to aggregate for {key!r}")
-        q25, med, q75 = np.percentile(v, [25, 50, 75])
-        out |= {key: float(v.mean()), f"{key}_median": float(med), f"{key}_q25": float(q25),
-                f"{key}_q75": float(q75), f"{key}_std": float(v.std())}
-    return out

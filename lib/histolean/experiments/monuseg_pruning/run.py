@@ -1,0 +1,373 @@
+"""The run behind notebook 06: train the two U-Net branches, prune them round by round, score every
+round, and cost the pruned networks (theoretical speed-up, sparse storage, measured CPU time).
+
+::
+
+    config = Config.from_parameters(globals())      # the notebook's parameters cell
+    sets = load_data(config)
+    run = PruningRun(config, sets, rec)
+    run.train_base()                                 # CR 1 rows
+    run.prune()                                      # one row per (dataset, scheme, CR)
+    table1 = run.speedup_table()                     # full-width Table 1 rows
+    cost = run.cost_on_cpu()                         # measured speed and storage rows
+
+The trained branches and every pruning round are ``histolean.util.cache`` records under
+``<output_dir>/checkpoints/monuseg_pruning/``, keyed by :func:`resume_key` (the settings, the
+images and the code that shape them): a killed run continues where it stopped, a changed setting
+recomputes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from histolean import data
+from histolean.core import arch, flops, measure, metrics, models, train
+from histolean.data import monuseg as monuseg_format, synthetic, tnbc as tnbc_format
+from histolean.methods import pruning, segmentation
+from histolean.study import published
+from histolean.util import atomic, cache
+
+BENCHMARK = "monuseg_pruning"
+METHOD = "iterative magnitude pruning"                      # rows of the scored branches
+TABLE1_METHOD = "iterative magnitude pruning (no retraining)"  # full-width theoretical speed-ups
+COST_METHOD = "iterative magnitude pruning: cost on CPU"    # measured time and storage
+DATASETS = ("monuseg", "tnbc")
+UNPRUNED = "unpruned"
+DENSE = "CR 1 (dense)"
+TABLE1_CRS = tuple(2 ** k for k in range(1, 10))
+
+
+def encoder_init(encoder_weights) -> str:
+    """What a row says about the encoder's start: ``imagenet:<file name>`` or ``random``."""
+    return f"imagenet:{Path(encoder_weights).name}" if encoder_weights else "random"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The notebook's parameters (its parameters cell holds the smoke values, params/<profile>.yaml the
+    others); field comments are in the notebook."""
+
+    output_dir: str
+    data_root: str
+    seed: int
+    width: float
+    encoder_weights: str
+    n_train: int
+    crop: int
+    crops_per_image: int
+    batch_size: int
+    lr: float
+    epochs: int
+    retrain_epochs: int
+    max_cr: int
+    schemes: tuple
+    n_test: int
+    n_tnbc: int
+    eval_crop: int
+    tile: int
+    overlap: int
+    speed_input: int
+    speed_repeats: int
+    resume: bool
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping) -> "Config":
+        """The fields picked from a mapping that holds them (a notebook's ``globals()``)."""
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in parameters]
+        if missing:
+            raise ValueError(f"{BENCHMARK}: parameters {missing} are not set")
+        values = {n: parameters[n] for n in names}
+        return cls(**values | {"schemes": tuple(values["schemes"])})
+
+    @property
+    def scale(self) -> dict:
+        """What every row records of the run's scale."""
+        return {"width": self.width, "n_train": self.n_train, "crop": self.crop,
+                "crops_per_image": self.crops_per_image, "epochs": self.epochs,
+                "retrain_epochs": self.retrain_epochs, "n_test": self.n_test, "n_tnbc": self.n_tnbc,
+                "eval_crop": self.eval_crop, "encoder": encoder_init(self.encoder_weights)}
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.output_dir) / "checkpoints" / BENCHMARK
+
+
+# --------------------------------------------------------------------------- data
+
+def center_crop(sample, size: int):
+    """The sample cut to its central ``size`` x ``size`` window (unchanged when it is smaller or size is 0)."""
+    if not size:
+        return sample
+    h, w = sample.instances.shape
+    y, x = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    window = (slice(y, y + size), slice(x, x + size))
+    return replace(sample, image=sample.image[window], instances=sample.instances[window])
+
+
+@dataclass
+class Images:
+    """The training images and the scored sets (centre crops), each with its data kind."""
+
+    train: list
+    scored: dict      # dataset -> samples
+    kinds: dict       # "train" and each dataset -> "real" | "synthetic"
+
+    @property
+    def examples(self) -> tuple[str, ...]:
+        """The first image of each scored set: shown in Fig. 4."""
+        return tuple(samples[0].name for samples in self.scored.values())
+
+    def data_kind(self, dataset: str) -> str:
+        """A row's data kind: synthetic whenever the training images were."""
+        return self.kinds[dataset] if self.kinds["train"] == "real" else "synthetic"
+
+    def describe(self) -> str:
+        test, tnbc = self.scored["monuseg"], self.scored["tnbc"]
+        return (f"train: {len(self.train)} MoNuSeg images ({self.kinds['train']}), "
+                f"{sum(s.n_instances for s in self.train)} nuclei; test: {len(test)} MoNuSeg "
+                f"({self.kinds['monuseg']}), {len(tnbc)} TNBC ({self.kinds['tnbc']}) crops of "
+                f"{test[0].image.shape[:2]} px")
+
+
+def _load_or_generate(loader, config: Config, n: int, seed_offset: int):
+    try:
+        return loader(root=config.data_root or None, limit=n, seed=config.seed), "real"
+    except (data.DataError, FileNotFoundError) as err:
+        print(f"{err}\n-> using generated tiles (data_kind=synthetic)")
+        size = max(config.eval_crop, 2 * config.crop, 256)
+        return data.synthetic_tiles(n, size=size, seed=config.seed + seed_offset), "synthetic"
+
+
+def load_data(config: Config) -> Images:
+    """MoNuSeg training images; MoNuSeg test and TNBC images cut to their centre ``eval_crop`` px. Without a
+    data folder the loader says which folder it looked for and generated tiles stand in."""
+    train_set, kind_train = _load_or_generate(lambda **kw: data.load_monuseg("train", **kw), config, config.n_train, 0)
+    test_set, kind_test = _load_or_generate(lambda **kw: data.load_monuseg("test", **kw), config, config.n_test, 1)
+    tnbc_set, kind_tnbc = _load_or_generate(data.load_tnbc, config, config.n_tnbc, 2)
+    scored = {"monuseg": [center_crop(s, config.eval_crop) for s in test_set],
+              "tnbc": [center_crop(s, config.eval_crop) for s in tnbc_set]}
+    return Images(train_set, scored, {"train": kind_train, "monuseg": kind_test, "tnbc": kind_tnbc})
+
+
+def resume_key(config: Config, images: Images) -> str:
+    """The cache key of the trained branches and their pruning rounds: every setting that shapes them, the
+    images' names, and the code of the modules that train, prune and score them."""
+    settings = config.scale | {"seed": config.seed, "lr": config.lr, "batch_size": config.batch_size,
+                               "tile": config.tile, "overlap": config.overlap, "kinds": images.kinds,
+                               "images": {"train": [s.name for s in images.train]}
+                               | {d: [s.name for s in samples] for d, samples in images.scored.items()}}
+    code = [sys.modules[__name__], segmentation, pruning, train, models, arch, flops, metrics,
+            monuseg_format, tnbc_format, synthetic]
+    return cache.fingerprint(settings, code=code)
+
+
+def summarise(rows: list[dict], keys=("dice", "mse", "aji", "pq")) -> dict:
+    """Aggregate per-image scores: mean, median, quartiles and standard deviation of each key."""
+    out = {}
+    for key in keys:
+        v = np.asarray([r[key] for r in rows], dtype=float)
+        if not v.size:
+            raise ValueError(f"summarise: no rows to aggregate for {key!r}")
+        q25, med, q75 = np.percentile(v, [25, 50, 75])
+        out |= {key: float(v.mean()), f"{key}_median": float(med), f"{key}_q25": float(q25),
+                f"{key}_q75": float(q75), f"{key}_std": float(v.std())}
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+
+class PruningRun:
+    """Algorithm 1 on both branches for every scheme, recording rows in ``rec`` as it goes; keeps the
+    per-image scores (``per_image``), the example instance maps (``gallery``), the semantic branch at every
+    CR as a dense network (``speed_models``) and its storage sizes (``storage``) for the cost section."""
+
+    def __init__(self, config: Config, images: Images, rec, device=None):
+        self.config, self.images, self.rec = config, images, rec
+        self.device = device if device is not None else train.default_device()
+        self.key = resume_key(config, images)
+        if not config.resume:
+            for old in config.state_dir.glob("*.pt"):
+                cache.forget(old)
+        self.per_image: list[dict] = []
+        self.gallery: dict[tuple[str, str, int], np.ndarray] = {}
+        self.speed_models: dict[str, torch.nn.Module] = {}
+        self.storage: list[dict] = []
+        self.runs: dict[str, list[dict]] = {}
+        self.base_nets: dict[str, torch.nn.Module] = {}
+        self.base_result: dict = {}
+        self.params = 0
+
+    @property
+    def model_name(self) -> str:
+        return f"unet_resnet34 x{self.config.width:g} (two branches)"
+
+    def make_branches(self) -> dict[str, torch.nn.Module]:
+        c = self.config
+        return {b: segmentation.unet_resnet34(c.width, seed=c.seed + i, encoder_weights=c.encoder_weights or None)
+                .to(self.device) for i, b in enumerate(segmentation.BRANCHES)}
+
+    def evaluate(self, nets, cr: int = 1) -> dict:
+        """Both branches and the merge on every scored image; the example images' instances kept for Fig. 4."""
+        out = {"examples": {}}
+        for name, samples in self.images.scored.items():
+            rows, kept = segmentation.evaluate(nets, samples, tile=self.config.tile, overlap=self.config.overlap,
+                                               keep=self.images.examples, device=self.device)
+            out[name] = rows
+            out["examples"].update(kept)
+        return out
+
+    def _train(self, branch: str, net, epochs: int, seed: int):
+        c = self.config
+        return segmentation.train_branch(net, self.images.train, branch, epochs=epochs, crop=c.crop,
+                                         crops_per_image=c.crops_per_image, batch_size=c.batch_size, lr=c.lr,
+                                         seed=seed, device=self.device)
+
+    def train_base(self) -> dict:
+        """Algorithm 1, line 2: both branches trained (or loaded for this key), scored, recorded as CR 1."""
+        nets, path = self.make_branches(), self.config.state_dir / "base.pt"
+        result = pruning.load_round(path, nets, self.key)
+        if result is None:
+            times = {}
+            for branch, net in nets.items():
+                t0 = time.perf_counter()
+                fit = self._train(branch, net, self.config.epochs, self.config.seed)
+                times[branch] = {"train_time_s": time.perf_counter() - t0, "final_loss": fit.history[-1]["train_loss"]}
+            result = {"train": times, "evaluation": self.evaluate(nets)}
+            pruning.save_round(path, nets, result, self.key)
+        self.base_nets, self.base_result = nets, result
+        self.params = flops.count_params(nets["semantic"])
+        self._add_rows(UNPRUNED, 1, result, {b: 0.0 for b in segmentation.BRANCHES},
+                       {b: 1.0 for b in segmentation.BRANCHES}, training=result["train"],
+                       layerwise_max_cr=pruning.max_layerwise_cr(nets["semantic"]))
+        self.speed_models[DENSE] = pruning.dense_copy(nets["semantic"]).cpu().eval()
+        self.storage.append({"scheme": UNPRUNED, "cr": 1, "dense_bytes": pruning.dense_bytes(nets["semantic"]),
+                             "sparse_bytes": None})
+        return result
+
+    def _add_rows(self, scheme: str, cr: int, result: dict, sparsity: dict, speedup: dict, **extra) -> None:
+        c = self.config
+        for dataset in self.images.scored:
+            scores = result["evaluation"][dataset]
+            self.per_image.extend({**r, "scheme": scheme, "cr": cr} for r in scores)
+            self.rec.add(dataset=dataset, data_kind=self.images.data_kind(dataset), model=self.model_name,
+                         method=METHOD, setting={"scheme": scheme, "cr": cr}, metrics=summarise(scores),
+                         n_images=len(scores), scale=c.scale, params=self.params, sparsity=sparsity,
+                         theoretical_speedup=speedup, input_size=c.eval_crop or None, **extra)
+        for name, inst in result["evaluation"]["examples"].items():
+            self.gallery[(name, scheme, cr)] = inst
+
+    def target_cr(self, scheme: str) -> int:
+        """``max_cr``, or for layer-wise pruning the largest CR that leaves every layer a weight (said so)."""
+        try:
+            pruning.check_compression_ratio(self.base_nets["semantic"], scheme, self.config.max_cr)
+            return self.config.max_cr
+        except ValueError as err:
+            target = pruning.max_layerwise_cr(self.base_nets["semantic"])
+            print(f"{err}\n-> {scheme} stops at CR {target}")
+            return target
+
+    def prune(self) -> dict[str, list[dict]]:
+        """Algorithm 1, lines 3-12, for every scheme: both branches pruned side by side (each ranked on its
+        own weights), retrained, scored and recorded after every round."""
+        if not self.base_nets:
+            raise RuntimeError("PruningRun.prune: call train_base() first")
+        for scheme in self.config.schemes:
+            target = self.target_cr(scheme)
+            nets = {b: pruning.clone(n) for b, n in self.base_nets.items()}
+            t0 = time.perf_counter()
+
+            def on_round(r, scheme=scheme, nets=nets, t0=t0):
+                self._on_round(scheme, nets, r, t0)
+
+            self.runs[scheme] = pruning.iterative_prune(
+                nets, scheme, target, retrain=lambda branch, net, cr: self._train(
+                    branch, net, self.config.retrain_epochs, self.config.seed + cr),
+                evaluate=self.evaluate, state_dir=self.config.state_dir, run_key=self.key, on_round=on_round)
+        return self.runs
+
+    def _on_round(self, scheme: str, nets: dict, r: dict, t0: float) -> None:
+        sp = {b: r["sparsity"][b]["sparsity"] for b in nets}
+        self._add_rows(scheme, r["cr"], r, sp, r["speedup"])
+        self.speed_models[f"CR {r['cr']} {scheme}"] = pruning.dense_copy(nets["semantic"]).cpu().eval()
+        size = pruning.save_sparse(self.config.state_dir / f"sparse_{scheme}_cr{r['cr']}_semantic.pt", nets["semantic"])
+        self.storage.append({"scheme": scheme, "cr": r["cr"], "dense_bytes": pruning.dense_bytes(nets["semantic"]),
+                             "sparse_bytes": size})
+        semantic = r["sparsity"]["semantic"]
+        print(f"{scheme} CR {r['cr']}: kept {semantic['kept']:,} of {semantic['weights']:,} weights, "
+              f"speed-up {r['speedup']['semantic']:.2f}"
+              + (" (resumed)" if r["resumed"] else f", {time.perf_counter() - t0:.0f} s"))
+
+    # ----------------------------------------------------------------------- per image and Fig. 4
+
+    def per_image_frame(self) -> pd.DataFrame:
+        """One row per (dataset, scheme, CR, image); written to ``tables/monuseg_pruning_per_image.csv``."""
+        images = pd.DataFrame(self.per_image)
+        atomic.write_text(Path(self.config.output_dir) / "tables" / f"{BENCHMARK}_per_image.csv",
+                          images.to_csv(index=False))
+        return images
+
+    def gallery_for(self, name: str) -> dict[str, np.ndarray]:
+        """Fig. 4's panels for one example image: the unpruned model, then every CR of the layer-wise scheme
+        (the paper's choice) or, without it, of the first scheme run."""
+        schemes = self.config.schemes
+        scheme = "layer-wise" if "layer-wise" in schemes else schemes[0]
+        shown = {"CR 1": self.gallery[(name, UNPRUNED, 1)]}
+        for (image, sch, cr), inst in sorted(self.gallery.items(), key=lambda kv: kv[0][2]):
+            if image == name and sch == scheme:
+                shown[f"CR {cr} {sch}"] = inst
+        return shown
+
+    # ----------------------------------------------------------------------- Table 1 and cost
+
+    def speedup_table(self) -> pd.DataFrame:
+        """Table 1: the paper's theoretical speed-ups beside our trained semantic branch's and those of the
+        full-width network pruned from its He-initialised weights (recorded, kind "speedup_table")."""
+        full = segmentation.unet_resnet34(1.0, seed=self.config.seed)
+        full_rows = pruning.speedup_table(full, crs=list(TABLE1_CRS))
+        for r in full_rows:
+            self.rec.add(dataset="none", data_kind="none", model="unet_resnet34 x1 (He init, untrained)",
+                         method=TABLE1_METHOD, setting={"scheme": r["scheme"], "cr": r["cr"]},
+                         metrics={"theoretical_speedup": r["speedup"]}, params=flops.count_params(full),
+                         reachable=r["speedup"] is not None, layerwise_max_cr=pruning.max_layerwise_cr(full),
+                         kind="speedup_table")
+        paper = pd.DataFrame(published.table("pruning", "table1_speedup")).assign(source="paper (trained, Table 1)")
+        ours = pd.DataFrame([{"scheme": s, "cr": r["cr"], "speedup": r["speedup"]["semantic"],
+                              "source": f"ours: semantic branch x{self.config.width:g} (trained)"}
+                             for s, rs in self.runs.items() for r in rs])
+        full_width = pd.DataFrame(full_rows).assign(source="ours: full width, He init")
+        return pd.concat([paper, ours, full_width[["scheme", "cr", "speedup", "source"]]])
+
+    def cost_on_cpu(self) -> pd.DataFrame:
+        """The semantic branch at every CR as a dense, zero-filled network, timed side by side with the
+        unpruned one (``core.measure.compare_speed``), with its dense and sparse (CSR) file sizes; recorded
+        (kind "speed") for the pruned ones."""
+        c = self.config
+        probe = torch.rand(1, 3, c.speed_input, c.speed_input)
+        timing = measure.compare_speed({name: (lambda m=m: m(probe)) for name, m in self.speed_models.items()},
+                                       reference=DENSE, repeats=c.speed_repeats, warmup=1)
+        theory = {f"CR {r['cr']} {s}": r["speedup"]["semantic"] for s, rs in self.runs.items() for r in rs}
+        rows = []
+        for s in self.storage:
+            label = DENSE if s["scheme"] == UNPRUNED else f"CR {s['cr']} {s['scheme']}"
+            rows.append({**s, "median_ms": timing[label]["median_s"] * 1e3,
+                         "measured_speedup": timing[label]["speedup"], "theoretical_speedup": theory.get(label, 1.0),
+                         "size_ratio": s["sparse_bytes"] / s["dense_bytes"] if s["sparse_bytes"] else float("nan")})
+        for row in rows:
+            if row["scheme"] == UNPRUNED:
+                continue
+            self.rec.add(dataset="none", data_kind="none", model=f"unet_resnet34 x{c.width:g} semantic branch",
+                         method=COST_METHOD, setting={"scheme": row["scheme"], "cr": row["cr"]},
+                         metrics={k: row[k] for k in ("measured_speedup", "theoretical_speedup", "median_ms",
+                                                      "sparse_bytes", "dense_bytes", "size_ratio")},
+                         input_size=c.speed_input, repeats=c.speed_repeats, scale=c.scale, kind="speed")
+        return pd.DataFrame(rows)
