@@ -151,8 +151,10 @@ class Predictor:
             self.export_path = export.cached_onnx(net, self.input_size, export_dir)
             if backend == "onnxruntime":
                 self._session = export.onnx_session(self.export_path, threads)
-            else:
-                self._compiled = export.openvino_model(self.export_path, self.precision, threads)
+            else:  # compiled for one batch size, known at the first call unless given
+                self._compiled = None
+                if self.batch_size:
+                    self._compile_openvino()
             return
         if backend in ("torch_channels_last", "torch_bf16"):  # on a copy: .to() converts in place
             net = copy.deepcopy(net).to(memory_format=torch.channels_last)
@@ -171,20 +173,22 @@ class Predictor:
         return self._run(x)
 
     def _fixed_batches(self, x: np.ndarray) -> np.ndarray:
-        size = self.batch_size = self.batch_size or len(x)
+        size = self.batch_size = self.batch_size or max(len(x), 1)
         out = []
-        for start in range(0, len(x), size):
+        for start in range(0, max(len(x), 1), size):   # an empty batch: one padded call, nothing kept
             part = x[start:start + size]
             n = len(part)
             if n < size:
                 part = np.concatenate([part, np.zeros((size - n, *part.shape[1:]), part.dtype)])
             out.append(self._run(part)[:n])
-        return np.concatenate(out) if out else self._run(x)
+        return np.concatenate(out)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self.backend == "onnxruntime":
             return self._session.run(None, {export.INPUT_NAME: x})[0]
         if self.backend == "openvino":
+            if self._compiled is None:
+                self._compile_openvino()
             return np.asarray(self._compiled(x)[0], dtype=np.float32)
         t = torch.from_numpy(x).to(self._device)
         if self.backend in ("torch_channels_last", "torch_bf16"):
@@ -192,6 +196,9 @@ class Predictor:
         with _torch_threads(self.threads), torch.inference_mode(), precisions.autocast(self.precision,
                                                                                         self._device.type):
             return self._net(t).float().cpu().numpy()
+
+    def _compile_openvino(self) -> None:
+        self._compiled = export.openvino_model(self.export_path, self.precision, self.threads, self.batch_size)
 
     def __repr__(self) -> str:
         return f"Predictor({self.label}, threads={self.threads}, input_size={self.input_size})"
@@ -339,6 +346,8 @@ def _measure_choice(module, example_batch, labels, check_batch, check_labels, kw
     from histolean.core import measure
 
     timer = timer or measure.compare_speed
+    # fixed-batch backends are built for the timed batch, not for the check's pieces
+    kwargs = {"batch_size": len(example_batch), **kwargs}
     # the reference is always eager float32, even where a test injects the candidates
     reference = _predict_all(make_predictor(module, REFERENCE, "fp32", **kwargs), check_batch, 32)
     built, checks, failed = {}, {}, {}

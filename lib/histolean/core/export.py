@@ -119,9 +119,11 @@ def cached_onnx(net: nn.Module, input_size: int, cache_dir: str | os.PathLike | 
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 
-def openvino_model(path: str | os.PathLike, precision: str = "fp32", threads: int | None = None):
+def openvino_model(path: str | os.PathLike, precision: str = "fp32", threads: int | None = None,
+                   batch_size: int | None = None):
     """An OpenVINO CPU model compiled from an ONNX file, computing in ``precision`` ("fp32" or "bf16",
-    OpenVINO's ``INFERENCE_PRECISION_HINT``) with ``threads`` threads (default: all cores).
+    OpenVINO's ``INFERENCE_PRECISION_HINT``) with ``threads`` threads (default: all cores), for
+    ``batch_size`` images a call (static shapes let OpenVINO plan its kernels once; None: any batch).
 
     One stream, latency hint: a call uses all its threads on one batch, as the other backends do;
     threads are not pinned to cores, which on a shared machine would fight other processes."""
@@ -138,6 +140,11 @@ def openvino_model(path: str | os.PathLike, precision: str = "fp32", threads: in
         config["INFERENCE_NUM_THREADS"] = int(threads)
     core = ov.Core()
     try:
-        return core.compile_model(core.read_model(str(path)), "CPU", config)
+        model = core.read_model(str(path))
+        if batch_size:
+            shape = model.input(0).get_partial_shape()
+            shape[0] = int(batch_size)
+            model.reshape(shape)
+        return core.compile_model(model, "CPU", config)
     except Exception as err:  # OpenVINO raises its own exception types for a damaged file
         raise ValueError(f"ONNX model {path} cannot be compiled by OpenVINO ({err}); export it again") from None

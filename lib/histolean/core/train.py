@@ -236,6 +236,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     reseed_loader(train_loader, seed)
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
+    used = precisions.resolve(precision, device, amp=amp)
+    channels_last = precisions.uses_channels_last(used, device.type)
+    if channels_last:   # before DDP wraps the model and the optimiser takes its parameters
+        model.to(memory_format=torch.channels_last)
     distributed.init()   # joins the ranks under torchrun; nothing otherwise
     net = distributed.wrap(model, device)   # DDP when distributed; `model` itself otherwise
     train_loader = distributed.shard_loader(train_loader, train=True, seed=seed, name="train_loader")
@@ -244,11 +248,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     opt = _make_optimizer(model, optimizer, lr, weight_decay, momentum)
     sched = _make_schedule(opt, schedule, epochs, step_size, gamma)
-    used = precisions.resolve(precision, device, amp=amp)
-    channels_last = precisions.uses_channels_last(used, device.type)
     scaler = torch.amp.GradScaler("cuda", enabled=used == "fp16_amp")   # bf16 needs no loss scaling
-    if channels_last:
-        model.to(memory_format=torch.channels_last)   # in place: DDP and the optimiser hold the same tensors
 
     result = FitResult(monitor=monitor, precision=used)
     best_state, bad_epochs, step = None, 0, 0
