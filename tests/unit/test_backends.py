@@ -68,6 +68,11 @@ def test_onnx_export_is_made_once_and_named_by_the_network(net, tmp_path):
     assert backends.make_predictor(other, "onnxruntime", export_dir=tmp_path).export_path != first
 
 
+def test_positive_probability_from_two_logits_or_one():
+    np.testing.assert_allclose(backends.positive_probability(np.array([[0.0, 0.0], [0.0, np.log(3.0)]])), [0.5, 0.75])
+    np.testing.assert_allclose(backends.positive_probability(np.array([[0.0], [np.log(3.0)]])), [0.5, 0.75])
+
+
 def test_names_and_precisions():
     assert backends.parse_label("openvino:bf16") == ("openvino", "bf16")
     assert backends.parse_label("openvino:f32") == ("openvino", "fp32")
@@ -115,7 +120,7 @@ def _fake_timer(per_s):
     return timer
 
 
-def test_the_choice_is_the_fastest_backend_that_passes_its_check(net, patches):
+def test_the_choice_is_the_fastest_backend_that_passes_its_check(net, patches, tmp_path):
     eager = backends.make_predictor(net, "torch")
     broken = lambda batch: eager(batch)[:, ::-1].copy()   # noqa: E731 - fastest, but wrong
     timer = _fake_timer({"torch": 10.0, "torch_channels_last": 30.0, "onnxruntime": 20.0, "openvino:bf16": 99.0})
@@ -133,6 +138,8 @@ def test_the_choice_is_the_fastest_backend_that_passes_its_check(net, patches):
                                                  "openvino:bf16": eager}, timer=timer, key="t")
     assert choice["label"] == "openvino:bf16" and choice["precision"] == "bf16"
     assert choice["speedup"]["openvino:bf16"] == pytest.approx(9.9)
+    deployed = backends.predictor_for(net, choice, export_dir=tmp_path)
+    assert deployed.label == "openvino:bf16" and deployed.precision == "bf16"
 
 
 def test_the_choice_is_cached_per_key_and_machine(net, patches, tmp_path, monkeypatch):

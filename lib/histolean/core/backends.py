@@ -240,6 +240,11 @@ def class_probabilities(logits: np.ndarray) -> np.ndarray:
     return np.stack([1.0 - p, p], axis=1)
 
 
+def positive_probability(logits: np.ndarray) -> np.ndarray:
+    """P(class 1) in float64: softmax of two logits, sigmoid of one (what slide maps and AUCs use)."""
+    return class_probabilities(logits)[:, 1]
+
+
 def _predict_all(predict: Callable, batch, chunk: int) -> np.ndarray:
     return np.concatenate([np.asarray(predict(batch[i:i + chunk]), dtype=np.float32)
                            for i in range(0, len(batch), chunk)])
@@ -280,6 +285,7 @@ def check_against_fp32(module: nn.Module, backend: str | Callable, precision: st
            "label_agreement": agreement, "max_prob_diff_limit": max_prob_diff, "min_agreement": min_agreement}
     if labels is not None and p_ref.shape[1] == 2 and len(np.unique(labels)) == 2:
         auc_ref, auc_got = metrics.auc(labels, p_ref[:, 1]), metrics.auc(labels, p_got[:, 1])
+        auc_ref, auc_got = float(auc_ref), float(auc_got)
         out.update(auc_fp32=auc_ref, auc=auc_got, auc_diff=auc_got - auc_ref)
     out["passed"] = bool(np.isfinite(diff) and diff <= max_prob_diff and agreement >= min_agreement)
     return out
