@@ -63,7 +63,8 @@ def main(out: str | os.PathLike, reference: bool = False) -> dict:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(108, 16), nn.ReLU(), nn.Linear(16, 2))
     res = train.fit(model, train_loader, train.make_loader(xv, yv, batch_size=32), epochs=EPOCHS, lr=1e-2,
-                    checkpoint_path=out / "best.pt", progress=False, seed=0)
+                    checkpoint_path=out / "best.pt", progress=False, seed=0,
+                    precision="fp32")   # the point is equality with one process: no bf16 rounding
     rec = records.Recorder("ddp_toy", out, profile="smoke")
     rec.add(dataset="toy", data_kind="synthetic", model="mlp", method="fit",
             metrics={"val_auc": res.best_value}, best_epoch=res.best_epoch)

@@ -1,7 +1,9 @@
 """The one torch training loop every torch benchmark uses.
 
 ``fit`` trains with Adam or SGD (weight decay, step or cosine schedule),
-mixed precision on CUDA, a tqdm progress bar that works in notebooks and
+a precision setting (``precision="auto"``: bf16 autocast and channels_last on a CPU with bf16
+units, the float16 mixed precision on CUDA, float32 elsewhere; :mod:`histolean.core.precision`),
+a tqdm progress bar that works in notebooks and
 terminals, the best checkpoint on a validation metric (saved atomically,
 restored at the end, loaded with ``weights_only=True``), early stopping and
 the time of every epoch. The same code runs on CUDA or CPU.
@@ -24,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from histolean.util import atomic, distributed
-from histolean.core import metrics
+from histolean.core import metrics, precision as precisions
 
 NORM_MEAN = 0.5
 NORM_STD = 0.5
@@ -137,6 +139,7 @@ class FitResult:
     best_value: float | None = None
     monitor: str = "val_auc"
     stopped_early: bool = False
+    precision: str = "fp32"       # the precision trained in ("fp32", "bf16", "fp16_amp"): rows record it
 
     @property
     def time_per_epoch_s(self) -> float:
@@ -204,7 +207,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
         schedule=None, step_size: int = 5, gamma: float = 0.5,
         loss_fn: Callable | None = None, monitor: str = "val_auc", patience: int | None = None,
         checkpoint_path: str | os.PathLike | None = None, device=None, amp: bool = True,
-        progress: bool = True, after_backward: Callable | None = None,
+        precision: str = "auto", progress: bool = True, after_backward: Callable | None = None,
         on_step_end: Callable | None = None, seed: int = 0, desc: str = "train") -> FitResult:
     """Train ``model`` and restore its best weights (by ``monitor`` on ``val_loader``).
 
@@ -219,6 +222,13 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     after it. The best weights live in memory and, when ``checkpoint_path`` is
     given, on disk too. ``seed`` seeds every RNG and restarts the training loader's
     shuffling and augmentation (:func:`reseed_loader`): one seed, one result.
+
+    ``precision`` ("auto", "fp32" or "bf16") is resolved by :func:`histolean.core.precision.resolve`
+    and recorded in ``FitResult.precision``: "auto" trains in bf16 autocast with channels_last on a
+    CPU with bf16 units, in float16 mixed precision on CUDA (``amp=False``: float32), float32
+    elsewhere. Runs whose point is numerical equality pass "fp32". Validation runs in float32, so
+    the monitored value is the one a later :func:`evaluate` gives; the model is handed back in the
+    default memory format whatever it trained in.
     """
     from tqdm.auto import tqdm
 
@@ -226,6 +236,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     reseed_loader(train_loader, seed)
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
+    used = precisions.resolve(precision, device, amp=amp)
+    channels_last = precisions.uses_channels_last(used, device.type)
+    if channels_last:   # before DDP wraps the model and the optimiser takes its parameters
+        model.to(memory_format=torch.channels_last)
     distributed.init()   # joins the ranks under torchrun; nothing otherwise
     net = distributed.wrap(model, device)   # DDP when distributed; `model` itself otherwise
     train_loader = distributed.shard_loader(train_loader, train=True, seed=seed, name="train_loader")
@@ -234,10 +248,9 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     opt = _make_optimizer(model, optimizer, lr, weight_decay, momentum)
     sched = _make_schedule(opt, schedule, epochs, step_size, gamma)
-    use_amp = amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=used == "fp16_amp")   # bf16 needs no loss scaling
 
-    result = FitResult(monitor=monitor)
+    result = FitResult(monitor=monitor, precision=used)
     best_state, bad_epochs, step = None, 0, 0
     bar = tqdm(total=epochs * len(train_loader), desc=desc, disable=not progress or not distributed.is_main(),
                leave=False)
@@ -247,8 +260,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
         t0, total, count = time.perf_counter(), 0.0, 0
         for x, y in train_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=use_amp):
+            with precisions.autocast(used, device.type):
                 loss = loss_fn(net(x), y)
             batch_loss = distributed.average(loss.detach())   # the global batch's: every rank stops together
             if not torch.isfinite(batch_loss):
@@ -291,6 +306,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    if channels_last:   # callers (export, pruning, FLOP counting) expect the default layout
+        model.to(memory_format=torch.contiguous_format)
     return result
 
 
@@ -314,15 +331,18 @@ def predict(model: nn.Module, loader, device=None) -> tuple[np.ndarray, np.ndarr
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device=None, loss_fn: Callable | None = None) -> dict:
-    """Mean loss, AUC, accuracy and n over ``loader`` (model in eval mode)."""
+def evaluate(model: nn.Module, loader, device=None, loss_fn: Callable | None = None, precision: str = "fp32") -> dict:
+    """Mean loss, AUC, accuracy and n over ``loader`` (model in eval mode), in float32 unless
+    ``precision`` ("auto", "bf16", ...) says otherwise."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     model.to(device).eval()
     probs, labels, total, count = [], [], 0.0, 0
+    used = precision if precision in precisions.RESOLVED else precisions.resolve(precision, device)
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        logits = model(x).float()
+        with precisions.autocast(used, device.type):
+            logits = model(x).float()
         total += loss_fn(logits, y).item() * len(y)
         count += len(y)
         probs.append(_positive_probability(logits).cpu().numpy())
