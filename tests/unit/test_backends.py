@@ -207,3 +207,11 @@ def test_fit_auto_on_a_cpu_without_bf16_trains_in_float32(no_bf16_cpu):
     assert res.precision == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         train.fit(net, train_loader, None, epochs=1, precision="half", progress=False, device="cpu")
+
+
+def test_fit_default_on_a_bf16_cpu_stays_float32_until_a_notebook_opts_in(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    net = models.build(arch.tiny(input_size=16), seed=0)
+    train_loader, _ = _toy_loader()
+    assert train.fit(net, train_loader, None, epochs=1, progress=False, device="cpu").precision == "fp32"
+    assert train.fit(net, train_loader, None, epochs=1, precision="auto", progress=False, device="cpu").precision == "bf16"

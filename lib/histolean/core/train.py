@@ -1,7 +1,7 @@
 """The one torch training loop every torch benchmark uses.
 
 ``fit`` trains with Adam or SGD (weight decay, step or cosine schedule),
-a precision setting (``precision="auto"``: bf16 autocast and channels_last on a CPU with bf16
+a precision setting (``precision="auto"``, opt-in on CPUs: bf16 autocast and channels_last on a CPU with bf16
 units, the float16 mixed precision on CUDA, float32 elsewhere; :mod:`histolean.core.precision`),
 a tqdm progress bar that works in notebooks and
 terminals, the best checkpoint on a validation metric (saved atomically,
@@ -207,7 +207,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
         schedule=None, step_size: int = 5, gamma: float = 0.5,
         loss_fn: Callable | None = None, monitor: str = "val_auc", patience: int | None = None,
         checkpoint_path: str | os.PathLike | None = None, device=None, amp: bool = True,
-        precision: str = "auto", progress: bool = True, after_backward: Callable | None = None,
+        precision: str | None = None, progress: bool = True, after_backward: Callable | None = None,
         on_step_end: Callable | None = None, seed: int = 0, desc: str = "train") -> FitResult:
     """Train ``model`` and restore its best weights (by ``monitor`` on ``val_loader``).
 
@@ -226,7 +226,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     ``precision`` ("auto", "fp32" or "bf16") is resolved by :func:`histolean.core.precision.resolve`
     and recorded in ``FitResult.precision``: "auto" trains in bf16 autocast with channels_last on a
     CPU with bf16 units, in float16 mixed precision on CUDA (``amp=False``: float32), float32
-    elsewhere. Runs whose point is numerical equality pass "fp32". Validation runs in float32, so
+    elsewhere. The default (None) is float32 on a CPU and the float16 mixed precision on CUDA, as the
+    study ran before bf16: a notebook opts into "auto" once the bf16-vs-fp32 check on its task
+    (``benchmarks/bf16_check.py``) has shown equal AUCs. Runs whose point is numerical equality pass
+    "fp32". Validation runs in float32, so
     the monitored value is the one a later :func:`evaluate` gives; the model is handed back in the
     default memory format whatever it trained in.
     """
@@ -236,6 +239,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
     reseed_loader(train_loader, seed)
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
+    if precision is None:
+        precision = "auto" if device.type == "cuda" else "fp32"
     used = precisions.resolve(precision, device, amp=amp)
     channels_last = precisions.uses_channels_last(used, device.type)
     if channels_last:   # before DDP wraps the model and the optimiser takes its parameters
