@@ -64,10 +64,17 @@ def rank_of(model: str, auc: dict[str, float]) -> int:
 
 
 def depth_trend(layers, params, auc) -> dict:
-    """Spearman rank correlations of AUC with depth and with parameters, and the R^2 of a line on depth."""
+    """Spearman rank correlations of AUC with depth and with parameters, and the R^2 of a line on depth;
+    NaN where undefined (a constant input: all AUCs, depths or sizes equal)."""
     from scipy import stats
 
     layers, params, auc = (np.asarray(v, dtype=float) for v in (layers, params, auc))
-    return {"n": len(auc), "rho_layers": float(stats.spearmanr(layers, auc).statistic),
-            "rho_params": float(stats.spearmanr(params, auc).statistic),
-            "r2_layers": float(stats.linregress(layers, auc).rvalue ** 2)}
+    nan = float("nan")
+
+    def defined(x) -> bool:
+        return len(x) >= 2 and np.ptp(x) > 0 and np.ptp(auc) > 0
+
+    return {"n": len(auc),
+            "rho_layers": float(stats.spearmanr(layers, auc).statistic) if defined(layers) else nan,
+            "rho_params": float(stats.spearmanr(params, auc).statistic) if defined(params) else nan,
+            "r2_layers": float(stats.linregress(layers, auc).rvalue ** 2) if defined(layers) else nan}
