@@ -122,8 +122,8 @@ def test_stand_in_weights_file_loads_and_freezes_the_trunk(tmp_path):
 
 
 def test_stand_in_in_the_keras_cache_goes_through_the_imagenet_path(tmp_path, monkeypatch):
-    from keras.src.legacy.saving import legacy_h5_format
     import h5py
+    from keras.src.legacy.saving import legacy_h5_format
 
     source = _stand_in("mobilenet", 32)
     cache = tmp_path / "models"

@@ -113,9 +113,9 @@ class ZooRunner:
 
     def _common(self, ds: str, name: str, method: str, setting: dict) -> dict:
         entry = model_entry(name)
-        return dict(dataset=ds, data_kind=self.kinds[ds], model=entry.name, method=method, paper_name=entry.paper_name,
-                    scale=self.scales[ds], setting={"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                                                    **setting})
+        return {"dataset": ds, "data_kind": self.kinds[ds], "model": entry.name, "method": method,
+                "paper_name": entry.paper_name, "scale": self.scales[ds],
+                "setting": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, **setting}}
 
     def skip(self, ds: str, name: str, method: str, reason, **setting) -> dict:
         """Record a variant that could not run (too small an input, weights not to be had), with the reason."""

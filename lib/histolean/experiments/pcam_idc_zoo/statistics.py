@@ -6,7 +6,7 @@ No Keras here: the claims and the notebook's figures use these on plain numbers.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
