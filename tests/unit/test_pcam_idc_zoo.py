@@ -1,5 +1,6 @@
-"""histolean.experiments.pcam_idc_zoo: the models as the paper describes them, their costs by the NAR formula, weights
-(ImageNet cache, stand-in files, damaged files), resumable runs, in-domain transfer, Hyperband, Welch."""
+"""histolean.experiments.pcam_idc_zoo: the models as the paper describes them (and as the torch registry builds
+B2/B6), their costs by the NAR formula, weights (ImageNet cache, stand-in files, damaged files), resumable runs
+through the one cache helper, the notebook's rows, in-domain transfer, Hyperband, Welch."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-kz = pytest.importorskip("histolean.experiments.pcam_idc_zoo")
+pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from histolean import arch, data, flops  # noqa: E402
-from histolean.study import published
+from histolean import arch, data, flops, models  # noqa: E402
+from histolean.experiments import pcam_idc_zoo as kz  # noqa: E402
+from histolean.experiments.pcam_idc_zoo import runs  # noqa: E402
+from histolean.study import published  # noqa: E402
+from histolean.study.records import Recorder  # noqa: E402
+from histolean.util import cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,15 +34,18 @@ def _patches(n: int, size: int, seed: int = 0, split: str = "train") -> data.Pat
 
 
 def test_import_histolean_never_pulls_tensorflow():
+    # the zoo package re-exports lazily: its claims and statistics need no Keras
     code = ("import sys, histolean, histolean.study.plots, histolean.study.report, histolean.study.runner, histolean.core.flops, "
-            "histolean.study.records, histolean.study.published; "
+            "histolean.study.records, histolean.study.published, histolean.experiments.pcam_idc_zoo, "
+            "histolean.experiments.pcam_idc_zoo.claims; "
+            "from histolean.experiments.pcam_idc_zoo import paper_claims, welch_t_test; "
             "print('tensorflow' in sys.modules or 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_unknown_model_and_small_input_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown model 'resnet18'.*b2, b6, inception_v3"):
+    with pytest.raises(ValueError, match="unknown keras model 'resnet18'.*b2, b6, inception_v3"):
         kz.build("resnet18", 96)
     with pytest.raises(kz.InputTooSmall, match="inception_v3: input 50x50 px is below its minimum of 75x75"):
         kz.build("inception_v3", 50)
@@ -57,6 +65,28 @@ def test_b2_b6_match_the_paper_and_the_flop_formula():
         # the same network as histolean.core.arch's spec, up to the output layer (1 sigmoid unit vs 2 logits)
         spec_flops = flops.flop_count(arch.spec(name, input_size=96))
         assert flops.keras_flop_count(model) == spec_flops - flops.dense_flops(256, 2) + flops.dense_flops(256, 1)
+
+
+@pytest.mark.parametrize("name", ["b2", "b6"])
+@pytest.mark.parametrize("size", [96, 50])
+def test_torch_and_keras_b2_b6_train_the_same_parameters(name, size):
+    """B2/B6 are written once per framework: with the same head (one output unit) both train the same number of
+    parameters (Keras's total also counts BatchNorm moving statistics, so only trainable ones are compared)."""
+    torch_net = models.build(arch.spec(name, num_classes=1, input_size=size))
+    keras_model = kz.build(name, size)
+    assert flops.count_params(torch_net) == flops.keras_param_counts(keras_model)["trainable"] > 0
+    # and both builders are the registry's
+    entry = arch.model_entry(name)
+    assert entry.builder("keras") is kz.build and entry.frameworks == ("torch", "keras")
+
+
+def test_registry_and_zoo_agree_on_the_twelve_models():
+    keras_names = [n for n, e in arch.MODELS.items() if "keras" in e.builders]
+    assert len(keras_names) == 12
+    assert set(keras_names) == set(kz.APPLICATIONS) | {"b2", "b6"}
+    for name in keras_names:
+        assert kz.model_entry(name).paper_name == {r["model"]: r["paper"] for r in
+                                                     published.table("zoo", "table1_models")}[name]
 
 
 def test_application_head_and_imagenet_classifier_params():
@@ -92,13 +122,13 @@ def test_stand_in_weights_file_loads_and_freezes_the_trunk(tmp_path):
 
 
 def test_stand_in_in_the_keras_cache_goes_through_the_imagenet_path(tmp_path, monkeypatch):
-    from keras.src.legacy.saving import legacy_h5_format
     import h5py
+    from keras.src.legacy.saving import legacy_h5_format
 
     source = _stand_in("mobilenet", 32)
     cache = tmp_path / "models"
     cache.mkdir()
-    with h5py.File(cache / kz.MODELS["mobilenet"].imagenet_file, "w") as f:  # the format of Keras's ImageNet files
+    with h5py.File(cache / kz.APPLICATIONS["mobilenet"].imagenet_file, "w") as f:  # the format of Keras's ImageNet files
         legacy_h5_format.save_weights_to_hdf5_group(f, source)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     model = kz.build("mobilenet", 32, weights="imagenet")
@@ -142,10 +172,55 @@ def test_run_variant_is_resumable_and_retrains_on_new_settings(tmp_path):
     other = kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-2)
     assert not other["reused"]
     stored = json.loads((tmp_path / "b2" / "result.json").read_text())
-    assert stored["settings"]["lr"] == 1e-2
+    assert stored["value"]["settings"]["lr"] == 1e-2 and stored[cache.KEY_FIELD]
     # a result file whose weights were lost is not trusted
     Path(other["weights_file"]).unlink()
     assert not kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-2)["reused"]
+
+
+def test_run_variant_moves_a_corrupt_record_aside_and_retrains(tmp_path):
+    tr, va, te = _patches(16, 16, 0), _patches(8, 16, 1), _patches(8, 16, 2)
+    kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-3)
+    (tmp_path / "b2" / "result.json").write_text('{"cache_key": "trunc')   # a record cut short
+    with pytest.warns(cache.CorruptRecordWarning, match="result.json"):
+        again = kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-3)
+    assert not again["reused"] and (tmp_path / "b2" / "result.json.corrupt").is_file()
+    assert kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-3)["reused"]
+
+
+def test_run_variant_writes_the_weights_before_the_result(tmp_path, monkeypatch):
+    tr, va, te = _patches(16, 16, 0), _patches(8, 16, 1), _patches(8, 16, 2)
+    first = kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-3)
+    Path(first["weights_file"]).unlink()   # its result stays, but is not trusted without weights: retrain
+    seen = []
+    real_save = cache.save
+
+    def save(path, key, value):
+        seen.append((tmp_path / "b2" / runs.WEIGHTS_FILE).is_file())
+        assert not (tmp_path / "b2" / runs.RESULT_FILE).exists()   # the old result went before new weights came
+        return real_save(path, key, value)
+
+    monkeypatch.setattr(runs.cache, "save", save)
+    assert not kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-3)["reused"]
+    assert seen == [True]
+
+
+def test_zoo_runner_records_trained_and_skipped_variants(tmp_path):
+    sets = {"idc": {"train": _patches(16, 20, 0), "valid": _patches(8, 20, 1), "test": _patches(8, 20, 2)}}
+    rec = Recorder("pcam_idc_zoo", tmp_path, profile="test")
+    zoo = kz.ZooRunner(rec, sets, tmp_path / "models", epochs=1, batch_size=8, lr=1e-3, threads={"intra_op": 1})
+    assert zoo.kinds == {"idc": "synthetic"}
+    assert zoo.scales["idc"] == {"base_input": 20, "epochs": 1, "paper_epochs": 15, "runs": 1, "n_train": 16,
+                                 "n_valid": 8, "n_test": 8}
+    ok = zoo.train("idc", "b2", "full")
+    assert ok["status"] == "ok" and ok["paper_name"] == "B2" and ok["setting"]["batch_size"] == 8
+    assert ok["params"] == kz.describe(kz.build("b2", 20))["params"] and "full_epoch_s_extrapolated" not in ok
+    assert ("idc", "full", "b2") in zoo.results and (tmp_path / "models" / "idc" / "full" / "b2" / "result.json").is_file()
+    skipped = zoo.train("idc", "b6", "full")   # 20 px is below B6's 36
+    assert skipped["status"] == "skipped" and "minimum of 36x36" in skipped["skip_reason"] and not skipped["metrics"]
+    arch_row = zoo.record_architecture("b2", 96)
+    assert arch_row["params"] == 9_491_393 and arch_row["paper_depth"] == 10 and arch_row["method"] == "architecture"
+    assert [r["method"] for r in rec.rows] == ["full", "full", "architecture"]
 
 
 def test_in_domain_transfer_copies_and_freezes_the_trunk(tmp_path):
