@@ -163,8 +163,8 @@ def beyond_conventional(rows: list[dict]) -> Claim:
     return Claim(
         paper=f"{PAPER}, Discussion", claim=claim, paper_value=paper_value,
         ours=f"at {size}^2 streamed from a memory-mapped file: step {d['step_peak_mib']:.0f} MiB, whole process "
-             f"{d['process_peak_mib']:.0f} MiB; the conventional step would need about {p['projected_mib'] / 1024:.1f} "
-             f"GiB plus {p['input_mib'] / 1024:.1f} GiB for the image (projected: {proj.get('projection_basis')})",
+             f"{d['process_peak_mib']:.0f} MiB; the conventional step would need about {_size(p['projected_mib'])} "
+             f"plus {_size(p['input_mib'])} for the image (projected: {proj.get('projection_basis')})",
         rule=rule, verdict=within(d["step_peak_mib"], 0.0, p["projected_mib"]),
         scale=f"{done['model']} (reduced channels), tile {done['setting']['tile_size']} px")
 
@@ -194,6 +194,10 @@ def auc_rises_with_resolution(rows: list[dict]) -> Claim:
         scale=f"PCam mosaics of {s['grid']}x{s['grid']} patches, {s['n_train']} training images, {s['epochs']} "
               f"epochs, {e2e[0]['metrics']['n_test']} test images ({e2e[0]['data_kind']})",
         note="" if resolved else "a test set with one class has no AUC interval")
+
+
+def _size(mib: float) -> str:
+    return f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
 
 
 def _num(value) -> float:
