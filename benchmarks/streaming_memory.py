@@ -1,14 +1,16 @@
 """Peak memory and time of one training step, streaming vs conventional (Pinckaers et al. 2020,
 the constant-tile and constant-input figures), with the whole process's peak and the input's share.
 
-Every configuration runs in a fresh process (``histolean.core.measure.measure_isolated``): the
-ImageNette network of the paper's Table 1 (channels reduced so that a 8192^2 step fits in
-minutes on a laptop CPU), all five conv blocks streamed, global max pool + linear head,
-one SGD step on a uniform-noise image, one CPU thread by default (on a shared machine OpenMP
-barriers under oversubscription would otherwise dominate small-tile steps). Conventional steps run only while the predicted
-peak (4x the last measured one per doubling of the side) stays under ``--memory-cap-gib``;
+The sweep is ``histolean.methods.streaming.memory.memory_sweep`` (notebook 04 runs the same one),
+the rows ``histolean.experiments.streaming_sgd.memory_row``'s. Every configuration runs in a fresh
+process (``histolean.core.measure.measure_isolated``): the ImageNette network of the paper's Table 1
+(channels reduced so that a 8192^2 step fits in minutes on a laptop CPU), all five conv blocks
+streamed, global max pool + linear head, one SGD step on a uniform-noise image, one CPU thread by
+default (on a shared machine OpenMP barriers under oversubscription would otherwise dominate
+small-tile steps). Conventional steps run only while the peak projected from the largest one that
+ran (scaled by the pixels) stays under ``--memory-cap-gib``;
 a watchdog kills any process that crosses the cap anyway. Each row has the step's own peak
-(``peak_mib``) and the whole process's (``process_peak_mib``: libraries, model, the input image
+(``step_peak_mib``) and the whole process's (``process_peak_mib``: libraries, model, the input image
 and the step), the input's resident size and share. ``--offdevice-sizes`` repeats sizes with the
 input in a memory-mapped file read crop by crop; ``--large-size`` (default 16384) trains one
 step from such a file, next to the conventional step's projected peak. Rows go to
@@ -29,10 +31,10 @@ import torch
 
 from histolean import streaming
 from histolean.core import measure
+from histolean.experiments import streaming_sgd
 from histolean.study.records import Recorder
 
 GIB = 2 ** 30
-MIB_BYTES = 2 ** 20
 PEER = "peers:lightstream_training_step"  # benchmarks/peers.py
 
 
@@ -52,39 +54,9 @@ def lightstream_status(device: str) -> str:
     return ""
 
 
-def _row(rec: Recorder, res: dict, *, method: str, image: int, tile: int | None, channels, sweep: str,
-         threads: int) -> None:
-    trunk = streaming.imagenette_network(2, channels, 5)[0]
-    crop = streaming.StreamingTrunk(trunk, tile).crop_size[0] if tile else None
-    # the streamed trunk's output (float32) is kept whole: it, its gradient and the head grow with the image
-    out_h, out_w = streaming.StreamingTrunk(trunk, 16).output_size(image, image)
-    trunk_output_mib = channels[-1] * out_h * out_w * 4 / 2 ** 20
-    ok = res["status"] == "ok"
-    rec.add(dataset="uniform_noise", data_kind="synthetic", model=f"imagenette_cnn{tuple(channels)}",
-            method=method, setting={"image_size": image, "tile_size": tile, "crop_size": crop, "sweep": sweep,
-                                    "input_on": res.get("input_on"),
-                                    "skip_zero_gradient_tiles": res.get("skip_zero_gradient_tiles")},
-            metrics={k: res.get(k) for k in ("peak_mib", "process_peak_mib", "input_mib", "input_share", "time_s",
-                                             "projected_mib")} if ok or res["status"] == "projected" else {},
-            status=res["status"], error=res.get("error"), memory_method=res.get("memory_method"),
-            projection_basis=res.get("basis"), input_size=image, trunk_output_mib=trunk_output_mib,
-            image_mib=3 * image * image * 4 / 2 ** 20, threads=threads)
-    if ok:
-        shown = (f"step {res['peak_mib']:8.1f} MiB, process {res['process_peak_mib']:8.1f} MiB "
-                 f"(input {res['input_mib']:.0f} MiB, {100 * res['input_share']:.0f} %), {res['time_s']:7.2f} s")
-    elif res["status"] == "projected":
-        shown = f"projected {res['projected_mib']:.0f} MiB ({res['basis']})"
-    else:
-        shown = res.get("error", res["status"])
-    print(f"{sweep:14s} {method:12s} image {image:5d} tile {tile or '-':>5} input {res.get('input_on', '-'):6s}: {shown}",
-          flush=True)
-
-
-def _measure(size: int, tile: int | None, args, **kw) -> dict:
-    res = streaming.measure_step(size, tile, channels=args.channels, device=args.device, threads=args.threads or None,
-                                 memory_limit_bytes=int(args.memory_cap_gib * GIB), timeout_s=args.timeout_s,
-                                 repeats=args.repeats, **kw)
-    return {**res, "peak_mib": res.get("step_peak_mib")}
+def _record(rec: Recorder, result: dict, args) -> None:
+    rec.add(**streaming_sgd.memory_row(result, args.channels, threads=args.threads))
+    print(streaming_sgd.describe_memory_result(result), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,35 +91,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({calib.get('memory_method')})", flush=True)
 
     kw = {"channels": args.channels, "device": args.device}
-    predicted, conventional = 0.0, {}
-    for size in sorted(args.sizes):  # constant tile, growing image
-        res = _measure(size, args.tile, args, input_on=args.input_on)
-        _row(rec, res, method="streaming", image=size, tile=args.tile, channels=args.channels, sweep="constant_tile",
-             threads=args.threads)
-        if predicted > cap:
-            res = {"status": "skipped", "error": f"predicted peak {predicted / GIB:.1f} GiB > cap {args.memory_cap_gib} GiB"}
-        else:
-            res = _measure(size, None, args)
-        _row(rec, res, method="conventional", image=size, tile=None, channels=args.channels, sweep="constant_tile",
-             threads=args.threads)
-        if res["status"] == "ok":
-            conventional[size] = res["peak_mib"]
-        predicted = res["peak_mib"] * MIB_BYTES * 4 if res["status"] == "ok" else (cap + 1)
-    for tile in sorted(args.tiles):  # constant image, growing tile
-        res = _measure(args.tiles_image, tile, args, input_on=args.input_on)
-        _row(rec, res, method="streaming", image=args.tiles_image, tile=tile, channels=args.channels,
-             sweep="constant_input", threads=args.threads)
-    for size in sorted(args.offdevice_sizes):  # the same steps, input read crop by crop from a file
-        res = _measure(size, args.tile, args, input_on="memmap")
-        _row(rec, res, method="streaming", image=size, tile=args.tile, channels=args.channels, sweep="constant_tile",
-             threads=args.threads)
-    if args.large_size:  # one step far beyond what the conventional step could hold
-        res = _measure(args.large_size, args.tile, args, input_on="memmap", skip_zero_gradient_tiles=True)
-        _row(rec, res, method="streaming", image=args.large_size, tile=args.tile, channels=args.channels,
-             sweep="large", threads=args.threads)
-        proj = streaming.project_conventional(conventional, args.large_size)
-        _row(rec, {"status": "projected", "input_on": "device", **proj}, method="conventional",
-             image=args.large_size, tile=None, channels=args.channels, sweep="large", threads=args.threads)
+    streaming.memory.memory_sweep(
+        channels=args.channels, sizes=args.sizes, tile=args.tile, tiles=args.tiles, tiles_image=args.tiles_image,
+        offdevice_sizes=args.offdevice_sizes, large_size=args.large_size, input_on=args.input_on,
+        device=args.device, threads=args.threads or None, memory_cap_bytes=cap, timeout_s=args.timeout_s,
+        large_timeout_s=args.timeout_s, repeats=args.repeats, on_result=lambda r: _record(rec, r, args))
 
     why = lightstream_status(args.device)
     if why:
@@ -161,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             res = measure.measure_isolated(PEER, {"image_size": size, "tile_size": args.tile, **kw},
                                          repeats=args.repeats, timeout_s=args.timeout_s, memory_limit_bytes=cap,
                                          device=args.device, threads=args.threads or None)
-            res = {**res, "input_on": "device", "process_peak_mib": res.get("process_peak_rss_mib"),
+            res = {**res, "sweep": "constant_tile", "method": "lightstream", "image_size": size,
+                   "tile_size": args.tile, "input_on": "device", "step_peak_mib": res.get("peak_mib"),
+                   "process_peak_mib": res.get("process_peak_rss_mib"),
                    "input_mib": streaming.memory.input_mib(size, "device")}
             if res["status"] == "ok":
                 res["input_share"] = res["input_mib"] / res["process_peak_mib"]
-            _row(rec, res, method="lightstream", image=size, tile=args.tile, channels=args.channels,
-                 sweep="constant_tile", threads=args.threads)
+            _record(rec, res, args)
     return 0
 
 

@@ -107,20 +107,21 @@ def gflops_vs_level(costs) -> plt.Figure:
     return fig
 
 
-def speedup_vs_flop_ratio(speeds) -> plt.Figure:
+def speedup_vs_flop_reduction(speeds) -> plt.Figure:
     """Measured speed-up over the original (median of interleaved rounds, bars from min to max) against
     the FLOP reduction; on the diagonal a network runs exactly as much faster as it has fewer FLOPs.
-    ``speeds``: rows with model, method, flop_ratio, speedup, speedup_min, speedup_max."""
+    ``speeds``: rows with model, method, flop_reduction (original / variant), speedup (original time /
+    variant time), speedup_min, speedup_max."""
     fig, ax = plt.subplots(figsize=(6, 5))
     for (model, method), part in speeds[speeds.method != "original"].groupby(["model", "method"], sort=False):
         err = np.vstack([part.speedup - part.speedup_min, part.speedup_max - part.speedup])
-        ax.errorbar(part.flop_ratio, part.speedup, yerr=err, marker="o" if method == "nar" else "s",
+        ax.errorbar(part.flop_reduction, part.speedup, yerr=err, marker="o" if method == "nar" else "s",
                     linestyle="", capsize=3, label=f"{model} {method.upper()}")
-    top = float(max(speeds.flop_ratio.max(), speeds.speedup_max.max(), 2))
-    ax.plot([1, top], [1, top], color="grey", linestyle=":", label="speed-up = FLOP ratio")
+    top = float(max(speeds.flop_reduction.max(), speeds.speedup_max.max(), 2))
+    ax.plot([1, top], [1, top], color="grey", linestyle=":", label="speed-up = FLOP reduction")
     log2_axis(ax, "x")
     log2_axis(ax, "y")
-    ax.set_xlabel("FLOPs(original) / FLOPs(variant)")
+    ax.set_xlabel("FLOP reduction: FLOPs(original) / FLOPs(variant)")
     ax.set_ylabel("measured speed-up (patches/s vs the original)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -131,22 +132,25 @@ def speedup_vs_flop_ratio(speeds) -> plt.Figure:
 
 
 def resrep_mask_schedule(logs: dict, flops_target: float):
-    """Progressive masking: masked channel classes and predicted FLOPs ratio at each mask update.
+    """Progressive masking: masked channel classes and the predicted FLOP reduction at each mask update.
 
-    ``logs``: network name -> ``ResRepSchedule.log`` (dicts with step, masked, flops_ratio).
+    ``logs``: network name -> ``ResRepSchedule.log`` (dicts with step, masked, flops_ratio: the method's
+    predicted FLOPs / original, shown here inverted as original / predicted like every row's flop_reduction).
+    ``flops_target``: ResRep's target fraction of the original FLOPs.
     """
     import pandas as pd
 
-    frame = pd.DataFrame([{**e, "network": name} for name, log in logs.items() for e in log])
+    frame = pd.DataFrame([{**e, "network": name, "flop_reduction": 1 / e["flops_ratio"]}
+                          for name, log in logs.items() for e in log])
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     if frame.empty:
         left.set_title("no mask update happened (run shorter than the warm-up)")
         return fig
     sns.lineplot(frame, x="step", y="masked", hue="network", marker="o", ax=left)
     left.set_title("masked channel classes per update")
-    sns.lineplot(frame, x="step", y="flops_ratio", hue="network", marker="o", ax=right, legend=False)
-    right.axhline(flops_target, color="grey", ls="--", lw=0.8)
-    right.set_title(f"predicted FLOPs / original (target {flops_target:g})")
+    sns.lineplot(frame, x="step", y="flop_reduction", hue="network", marker="o", ax=right, legend=False)
+    right.axhline(1 / flops_target, color="grey", ls="--", lw=0.8)
+    right.set_title(f"predicted FLOP reduction, original / masked (target {1 / flops_target:.2f}x)")
     fig.tight_layout()
     return fig
 
@@ -173,17 +177,17 @@ def resrep_row_norms(norms: dict, epsilons=()):
 
 
 def resrep_vs_paper(paper, ours):
-    """AUC change vs FLOPs ratio: the paper's epsilon sweep next to our conversions.
+    """AUC change vs FLOP reduction (original / pruned): the paper's epsilon sweep next to our conversions.
 
-    ``paper``: DataFrame with flops_ratio, auc_change. ``ours``: DataFrame with model, data_kind,
-    flops_ratio, auc_change.
+    ``paper``: DataFrame with flop_reduction, auc_change. ``ours``: DataFrame with model, data_kind,
+    flop_reduction, auc_change.
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(paper.flops_ratio, paper.auc_change, "o--", label="NAR paper, ResNet50V2 (TIL)")
+    ax.plot(paper.flop_reduction, paper.auc_change, "o--", label="NAR paper, ResNet50V2 (TIL)")
     for (name, kind), group in ours.groupby(["model", "data_kind"]):
-        ax.plot(group.flops_ratio, group.auc_change, "s", label=f"ours: {name} ({kind} PCam)")
+        ax.plot(group.flop_reduction, group.auc_change, "s", label=f"ours: {name} ({kind} PCam)")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("FLOPs / original FLOPs")
+    ax.set_xlabel("FLOP reduction: original FLOPs / FLOPs")
     ax.set_ylabel("AUC change vs unpruned")
     ax.legend(fontsize=8)
     return fig
