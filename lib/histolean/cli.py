@@ -24,11 +24,11 @@ def _cmd_run(args) -> int:
         if args.scheduler:
             raise ValueError("--scheduler under torchrun: use one or the other (Dask fans notebooks out over "
                              "workers; torchrun runs each notebook on all its ranks)")
-        outcomes = study_torchrun.run(args.profile, only=args.only, force=args.force, data_root=args.data)
+        outcomes = torchrun.run(args.profile, only=args.only, force=args.force, data_root=args.data)
         if not distributed.is_main():
             return 1 if any(o.status == "failed" for o in outcomes) else 0
     else:
-        outcomes = study.run(args.profile, only=args.only, force=args.force, data_root=args.data,
+        outcomes = runner.run(args.profile, only=args.only, force=args.force, data_root=args.data,
                              scheduler=args.scheduler)
     failed = [o for o in outcomes if o.status == "failed"]
     if not args.no_report:
@@ -63,7 +63,7 @@ def _cmd_tilmap(args) -> int:
     from histolean.experiments import til_maps
 
     scheduler = None if args.scheduler == "none" else args.scheduler
-    results = tilmap.map_slides(args.slides, args.model, args.out, mpp=args.mpp, scheduler=scheduler,
+    results = til_maps.map_slides(args.slides, args.model, args.out, mpp=args.mpp, scheduler=scheduler,
                                 n_workers=args.workers, threads=args.threads, backend=args.backend,
                                 batch_size=args.batch_size, max_patches=args.max_patches,
                                 threshold=args.threshold, force=args.force)

@@ -32,12 +32,12 @@ def _free_port() -> int:
 
 
 def run(profile: str = "default", only: list[str] | None = None, force: bool = False,
-        root: str | os.PathLike | None = None, data_root: str | None = None) -> list[study.Outcome]:
-    """``study.run`` for one rank of a torchrun launch; every rank gets the same outcomes."""
+        root: str | os.PathLike | None = None, data_root: str | None = None) -> list[runner.Outcome]:
+    """``runner.run`` for one rank of a torchrun launch; every rank gets the same outcomes."""
     import torch.distributed as dist
 
-    root = study.project_root(root)
-    cfg = study.load_profile(profile, root)
+    root = runner.project_root(root)
+    cfg = runner.load_profile(profile, root)
     if not dist.is_initialized():
         # the runners' own group (decisions, ports, outcomes); a rank may wait for the others to finish
         # a notebook, so for as long as a notebook may run, not gloo's default 30 minutes
@@ -48,27 +48,27 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     unknown = sorted(set(only or ()) - set(cfg["benchmarks"]))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown} for profile {profile!r}; known: {list(cfg['benchmarks'])}")
-    out = study.output_dir(profile, root)
+    out = runner.output_dir(profile, root)
     scratch = Path(tempfile.mkdtemp(prefix=f"histolean-rank{rank}-"))
     data_root = data_root if data_root is not None else os.environ.get("HISTOLEAN_DATA", "")
     outcomes = []
     for name in names:
         decision = [None]
         if rank == 0:
-            notebook = study.notebook_path(root, name)
-            done = (not force and notebook.exists() and study.is_complete(
-                out, name, study.fingerprint(notebook, study.benchmark_parameters(name, cfg, out, data_root))))
+            notebook = runner.notebook_path(root, name)
+            done = (not force and notebook.exists() and runner.is_complete(
+                out, name, runner.fingerprint(notebook, runner.benchmark_parameters(name, cfg, out, data_root))))
             decision = [(done, _free_port())]
         dist.broadcast_object_list(decision, src=0)
         done, port = decision[0]
         if done:
-            outcomes.append(study.Outcome(name, "skipped"))
+            outcomes.append(runner.Outcome(name, "skipped"))
             continue
         kernel_env = {"MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "False"}
         saved = {k: os.environ.get(k) for k in kernel_env}
         os.environ.update(kernel_env)   # the kernel papermill starts inherits these
         try:
-            outcome = study.run_benchmark(name, cfg, root, out if rank == 0 else scratch / name, force=True,
+            outcome = runner.run_benchmark(name, cfg, root, out if rank == 0 else scratch / name, force=True,
                                           data_root=data_root)
         finally:
             for k, v in saved.items():
@@ -79,8 +79,8 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         if failed:   # one rank's failure fails the benchmark, with every failing rank's error
             error = "; ".join(f"rank {r}: {err}" for r, err in failed)
             if rank == 0 and outcome.status == "ok":   # its manifest says ok: overwrite it
-                study._record_failure(out, name, "", outcome.seconds, error)
-            outcome = study.Outcome(name, "failed", outcome.seconds, error)
+                runner._record_failure(out, name, "", outcome.seconds, error)
+            outcome = runner.Outcome(name, "failed", outcome.seconds, error)
         outcomes.append(outcome)
         if rank == 0:
             print(f"{name}: {outcome.status}" + (f" in {outcome.seconds:.0f}s" if outcome.seconds else "")
