@@ -55,7 +55,8 @@ def test_pcam_generated_folder_and_h5_agree(tmp_path):
     with h5py.File(h5_root / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
         f["y"] = patches.labels.reshape(-1, 1, 1, 1).astype(np.uint8)
     (h5_root / "camelyonpatch_level_2_split_test_meta.csv").write_text(
-        "coord_y,coord_x,tumor_patch,center_tumor_patch,wsi\n" + "".join(f"0,0,False,False,slide_{i // 4}\n" for i in range(12)))
+        "coord_y,coord_x,tumor_patch,center_tumor_patch,wsi\n"
+        + "".join(f"0,0,False,False,slide_{i // 4}\n" for i in range(12)))
     from_h5 = data.load_pcam("test", root=tmp_path / "h5")
     assert np.array_equal(from_h5.images, patches.images) and np.array_equal(from_h5.labels, patches.labels)
     assert from_h5.groups[0] == "slide_0" and from_h5.groups[-1] == "slide_2"
@@ -158,7 +159,8 @@ def test_idc_generated_patient_folders_split_by_patient(tmp_path):
     assert everything.images.shape == (40, 50, 50, 3)
     splits = {s: set(data.load_idc(s, root=tmp_path).groups) for s in ("train", "valid", "test")}
     assert sum(len(v) for v in splits.values()) == 10
-    assert not (splits["train"] & splits["valid"] or splits["train"] & splits["test"] or splits["valid"] & splits["test"])
+    assert not (splits["train"] & splits["valid"] or splits["train"] & splits["test"]
+                or splits["valid"] & splits["test"])
     assert idc.patient_split(range(10), seed=1) == idc.patient_split(range(10), seed=1)
 
 
@@ -318,7 +320,8 @@ def test_til_windows_follow_the_image_size_and_drop_partial_windows(tmp_path):
 def test_til_real_folders(real_data):
     train = data.load_til("train", root=real_data)
     assert train.images.shape == (36, 300, 300, 3) and train.class_counts() == {0: 35, 1: 1}
-    assert set(train.groups) == {"TCGA-05-4244-01Z-00-DX1.svs"} or all(g.startswith("TCGA-05-4244") for g in train.groups)
+    assert (set(train.groups) == {"TCGA-05-4244-01Z-00-DX1.svs"}
+            or all(g.startswith("TCGA-05-4244") for g in train.groups))
     assert len(data.load_til("valid", root=real_data, size=64)) == 36
 
 

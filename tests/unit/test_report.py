@@ -80,7 +80,8 @@ def test_report_shows_claim_rows_as_a_claims_table_apart_from_the_variant_rows(t
     from histolean.study import claims
 
     held = claims.Claim(paper="Meirelles 2022", claim="NAR keeps the AUC", paper_value="0.91 vs 0.91",
-                        ours="0.875 vs 0.88", rule=claims.equivalent_rule(0.02), verdict=claims.equivalent(-0.01, 0.0, 0.02),
+                        ours="0.875 vs 0.88", rule=claims.equivalent_rule(0.02),
+                        verdict=claims.equivalent(-0.01, 0.0, 0.02),
                         scale="smoke: 64 patches", note="one seed <only>")
     unresolved = claims.Claim(paper="Meirelles 2022", claim="NAR is faster", paper_value="2.1x", ours="1.9x",
                               rule="sign of the speed-up", verdict=claims.NOT_RESOLVED, scale="smoke")

@@ -32,15 +32,19 @@ BENCHMARK_PAPERS = {
 }
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;
+max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:3px solid #8b2f6b} h2{border-bottom:1px solid #ccc;margin-top:2em}
-table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em} th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}
+table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}
 th{background:#f4eef3} td:first-child,th:first-child{text-align:left}
 tr.synthetic td{background:#fff4e0} table.claims td{text-align:left;vertical-align:top}
 .badge{display:inline-block;padding:1px 6px;border-radius:3px;font-size:11px;font-weight:bold;color:#fff}
-.ok{background:#2e7d32}.failed{background:#c62828}.missing{background:#777}.stale{background:#ef6c00}.script{background:#1565c0}.synthetic-badge{background:#e65100}
+.ok{background:#2e7d32}.failed{background:#c62828}.missing{background:#777}.stale{background:#ef6c00}
+.script{background:#1565c0}.synthetic-badge{background:#e65100}
 .error{white-space:pre-wrap;background:#fdecea;padding:0.5em;border-left:4px solid #c62828}
-figure{display:inline-block;margin:0.5em} figure img{max-width:560px;border:1px solid #eee} figcaption{font-size:12px;color:#555}
+figure{display:inline-block;margin:0.5em} figure img{max-width:560px;border:1px solid #eee}
+figcaption{font-size:12px;color:#555}
 .muted{color:#666;font-size:13px} .wide{overflow-x:auto;max-width:100%}
 """
 
