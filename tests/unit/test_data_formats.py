@@ -137,7 +137,11 @@ def test_idc_real_splits_never_share_a_patient(real_data):
 
 def test_idc_real_undersized_patches_are_white_padded(real_data):
     rows = idc.list_idc(real_data)
-    small = [r for r in rows if Image.open(r["path"]).size != (50, 50)]
+    def size(path):
+        with Image.open(path) as img:   # closed at once: thousands of files are opened
+            return img.size
+
+    small = [r for r in rows if size(r["path"]) != (50, 50)]
     assert len(small) == 9  # as PROVENANCE.md says
     raw = data.read_rgb(small[0]["path"])
     padded = idc.pad_to_patch(raw, str(small[0]["path"]))
