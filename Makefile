@@ -9,7 +9,7 @@ PROFILE ?= default
 HISTOLEAN_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export HISTOLEAN_DATA
 
-.PHONY: study test test-fast smoke lab report env clean-outputs
+.PHONY: study test test-fast lint smoke lab report env clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,13 @@ smoke: $(STAMP)
 report: $(STAMP)
 	$(BIN)/histolean report --profile $(PROFILE)
 
-test: $(STAMP)
+# the linter first (seconds), then every test
+test: lint
 	$(BIN)/python -m pytest
+
+# ruff with the rules in pyproject.toml ([tool.ruff]), over the library, tests, peer scripts and notebooks
+lint: $(STAMP)
+	$(BIN)/ruff check lib tests benchmarks notebooks
 
 # the unit tier only (no notebook runs): a few minutes
 test-fast: $(STAMP)

@@ -23,7 +23,7 @@ PUBLIC_MODULES = {
     "wsi": "histolean.data.wsi",
     "data": "histolean.data",
 }
-__all__ = sorted(PUBLIC_MODULES)
+__all__ = sorted(PUBLIC_MODULES)  # noqa: PLE0605  (a list of the names above, built at import)
 
 
 def __getattr__(name: str):

@@ -14,7 +14,6 @@ import operator
 import os
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from histolean.util import cluster
@@ -35,16 +34,6 @@ fig, ax = plt.subplots(); ax.plot([0, 1], [0, value]); rec.save_figure(fig, "lin
 """
 
 
-def _notebook(path: Path, body: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile = "smoke"\noutput_dir = "../outputs/interactive"\n'
-                                       'data_root = ""\nseed = 0\nvalue = 1')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path.write_text(nbformat.writes(nb), encoding="utf-8")
-
-
 PROFILE = ("seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  garbled: {}\n"
            "  beta: {value: 2}\n")
 
@@ -62,13 +51,14 @@ def dask_cluster():
 
 
 @pytest.fixture()
-def project(tmp_path, monkeypatch):
+def project(tmp_path, monkeypatch, toy_notebook):
     monkeypatch.setenv("HISTOLEAN_LIBRARY_FINGERPRINT", "pinned")
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params").mkdir()
     for name in ("alpha", "beta"):
-        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + GOOD)
-    _notebook(tmp_path / "notebooks" / "broken.ipynb", "raise RuntimeError('the data file x.h5 is truncated')")
+        toy_notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + GOOD, parameters="value = 1")
+    toy_notebook(tmp_path / "notebooks" / "broken.ipynb", "raise RuntimeError('the data file x.h5 is truncated')",
+                 parameters="value = 1")
     (tmp_path / "notebooks" / "garbled.ipynb").mkdir()   # the task itself raises (the runner reads a folder)
     (tmp_path / "params" / "smoke.yaml").write_text(PROFILE)
     return tmp_path

@@ -132,7 +132,8 @@ def test_idc_label_file_putting_a_patient_in_two_splits(tmp_path):
         _png(tmp_path / "idc" / name, np.zeros((50, 50, 3), np.uint8))
         lines.append(f"{name},{patient},{label},{split}")
     (tmp_path / "idc" / "labels.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"idc/labels\.csv.*patient 9 in more than one split \(test, train\).*same split"):
+    with pytest.raises(DataError,
+                       match=r"idc/labels\.csv.*patient 9 in more than one split \(test, train\).*same split"):
         data.load_idc("train", root=tmp_path)
     # once every row of patient 9 says the same split, it loads
     (tmp_path / "idc" / "labels.csv").write_text("\n".join(lines).replace(",test", ",train") + "\n")

@@ -55,7 +55,8 @@ def test_pcam_generated_folder_and_h5_agree(tmp_path):
     with h5py.File(h5_root / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
         f["y"] = patches.labels.reshape(-1, 1, 1, 1).astype(np.uint8)
     (h5_root / "camelyonpatch_level_2_split_test_meta.csv").write_text(
-        "coord_y,coord_x,tumor_patch,center_tumor_patch,wsi\n" + "".join(f"0,0,False,False,slide_{i // 4}\n" for i in range(12)))
+        "coord_y,coord_x,tumor_patch,center_tumor_patch,wsi\n"
+        + "".join(f"0,0,False,False,slide_{i // 4}\n" for i in range(12)))
     from_h5 = data.load_pcam("test", root=tmp_path / "h5")
     assert np.array_equal(from_h5.images, patches.images) and np.array_equal(from_h5.labels, patches.labels)
     assert from_h5.groups[0] == "slide_0" and from_h5.groups[-1] == "slide_2"
@@ -136,7 +137,11 @@ def test_idc_real_splits_never_share_a_patient(real_data):
 
 def test_idc_real_undersized_patches_are_white_padded(real_data):
     rows = idc.list_idc(real_data)
-    small = [r for r in rows if Image.open(r["path"]).size != (50, 50)]
+    def size(path):
+        with Image.open(path) as img:   # closed at once: thousands of files are opened
+            return img.size
+
+    small = [r for r in rows if size(r["path"]) != (50, 50)]
     assert len(small) == 9  # as PROVENANCE.md says
     raw = data.read_rgb(small[0]["path"])
     padded = idc.pad_to_patch(raw, str(small[0]["path"]))
@@ -158,7 +163,8 @@ def test_idc_generated_patient_folders_split_by_patient(tmp_path):
     assert everything.images.shape == (40, 50, 50, 3)
     splits = {s: set(data.load_idc(s, root=tmp_path).groups) for s in ("train", "valid", "test")}
     assert sum(len(v) for v in splits.values()) == 10
-    assert not (splits["train"] & splits["valid"] or splits["train"] & splits["test"] or splits["valid"] & splits["test"])
+    assert not (splits["train"] & splits["valid"] or splits["train"] & splits["test"]
+                or splits["valid"] & splits["test"])
     assert idc.patient_split(range(10), seed=1) == idc.patient_split(range(10), seed=1)
 
 
@@ -318,7 +324,8 @@ def test_til_windows_follow_the_image_size_and_drop_partial_windows(tmp_path):
 def test_til_real_folders(real_data):
     train = data.load_til("train", root=real_data)
     assert train.images.shape == (36, 300, 300, 3) and train.class_counts() == {0: 35, 1: 1}
-    assert set(train.groups) == {"TCGA-05-4244-01Z-00-DX1.svs"} or all(g.startswith("TCGA-05-4244") for g in train.groups)
+    assert (set(train.groups) == {"TCGA-05-4244-01Z-00-DX1.svs"}
+            or all(g.startswith("TCGA-05-4244") for g in train.groups))
     assert len(data.load_til("valid", root=real_data, size=64)) == 36
 
 

@@ -22,7 +22,8 @@ def test_status_of_the_real_subsets(real_data):
                                       "valid": {"0": 178, "1": 178}}
     assert not any("WARNING" in n for n in statuses["idc"].notes)  # no patient in two splits
     # MoNuSeg: Regions forming a polygon (one Region of TCGA-50-5931 has two vertices)
-    assert statuses["monuseg"].counts == {"train": {"images": 10, "nuclei": 3818}, "test": {"images": 14, "nuclei": 6697}}
+    assert statuses["monuseg"].counts == {"train": {"images": 10, "nuclei": 3818},
+                                          "test": {"images": 14, "nuclei": 6697}}
     notes = " ".join(statuses["monuseg"].notes)
     assert "TCGA-NH-A8F7-01A-01-TS1" in notes and "1 Region(s)" in notes
     assert statuses["tnbc"].counts["all"] == {"images": 50, "nuclei": 4056, "slides": 11}

@@ -37,7 +37,7 @@ def test_networkwide_sparsity_is_exactly_half_overall_and_global_ranking():
     net = tiny_net()
     total = pruning.sparsity(net)["weights"]
     kept = total
-    for k in range(1, 4):
+    for _ in range(1, 4):
         pruning.prune_round(net, "network-wide")
         kept = halve(kept)
         s = pruning.sparsity(net)

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from histolean.study import records, report, runner
@@ -18,17 +17,8 @@ from histolean.study import records, report, runner
 pytestmark = pytest.mark.slow
 
 
-def _notebook(path: Path, body: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile = "smoke"\noutput_dir = "../outputs/interactive"\n'
-                                       'data_root = ""\nseed = 0\nvalue = 1\nsleep_s = 0.0')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# Toy\nA toy benchmark for the runner tests."), params,
-                nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path.write_text(nbformat.writes(nb), encoding="utf-8")
-
-
+TOY_PARAMETERS = "value = 1\nsleep_s = 0.0"
+TOY_TITLE = "# Toy\nA toy benchmark for the runner tests."
 GOOD = """
 import time, pathlib
 from histolean.study.records import Recorder
@@ -36,14 +26,15 @@ log = pathlib.Path(output_dir) / "executions.log"; log.parent.mkdir(parents=True
 with log.open("a") as f: f.write(NAME + "\\n")
 time.sleep(sleep_s)
 rec = Recorder(NAME, output_dir, profile=profile, seed=seed)
-rec.add(dataset="toy", data_kind="synthetic", model="m", method="x", setting={"value": value}, metrics={"auc": 0.5 + value / 10})
+rec.add(dataset="toy", data_kind="synthetic", model="m", method="x", setting={"value": value},
+        metrics={"auc": 0.5 + value / 10})
 import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
 fig, ax = plt.subplots(); ax.plot([0, 1], [0, value]); rec.save_figure(fig, "line")
 """
 
 
 @pytest.fixture()
-def project(tmp_path, monkeypatch):
+def project(tmp_path, monkeypatch, toy_notebook):
     """A tiny study: two good benchmarks and one that fails.
 
     The library's own fingerprint is pinned so that edits to the library while
@@ -53,8 +44,10 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params").mkdir()
     for name in ("alpha", "beta"):
-        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + GOOD.replace("rec_name", "NAME"))
-    _notebook(tmp_path / "notebooks" / "broken.ipynb", "raise RuntimeError('the data file x.h5 is truncated')")
+        toy_notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + GOOD, parameters=TOY_PARAMETERS,
+                     title=TOY_TITLE)
+    toy_notebook(tmp_path / "notebooks" / "broken.ipynb", "raise RuntimeError('the data file x.h5 is truncated')",
+                 parameters=TOY_PARAMETERS, title=TOY_TITLE)
     (tmp_path / "params" / "smoke.yaml").write_text(
         "seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  beta: {value: 2}\n")
     return tmp_path
@@ -89,7 +82,8 @@ def test_run_success_failure_and_resume(project):
     # a parameter change re-runs only that benchmark; --force re-runs all
     (project / "params" / "smoke.yaml").write_text(
         "seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  alpha: {value: 1}\n  broken: {}\n  beta: {value: 3}\n")
-    assert [o.status for o in runner.run("smoke", root=project, progress=False, only=["alpha", "beta"])] == ["skipped", "ok"]
+    outcomes = runner.run("smoke", root=project, progress=False, only=["alpha", "beta"])
+    assert [o.status for o in outcomes] == ["skipped", "ok"]
     assert records.read_rows(out, "beta")[0]["setting"] == {"value": 3}
     assert len(records.read_rows(out, "beta")) == 1   # re-run replaces rows, never appends duplicates
     assert [o.status for o in runner.run("smoke", root=project, progress=False, only=["alpha"], force=True)] == ["ok"]

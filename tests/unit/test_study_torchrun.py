@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 
-import nbformat
 import pytest
 
 from histolean.study import records, runner
@@ -35,24 +34,14 @@ rec.add(dataset="toy", data_kind="synthetic", model="linear", method="fit",
 """
 
 
-def _notebook(path, body):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile = "smoke"\noutput_dir = "../outputs/interactive"\n'
-                                       'data_root = ""\nseed = 0')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path.write_text(nbformat.writes(nb), encoding="utf-8")
-
-
-def test_study_under_torchrun(tmp_path):
+def test_study_under_torchrun(tmp_path, toy_notebook):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params").mkdir()
     for name in ("first", "second"):   # two benchmarks: the second one's kernels need a fresh rendezvous
-        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + FIT)
+        toy_notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + FIT)
     # one rank failing fails the benchmark (rank 0's own run went well here)
-    _notebook(tmp_path / "notebooks" / "lopsided.ipynb",
-              "import os\nif os.environ['RANK'] == '1': raise RuntimeError('rank one ran out of memory')")
+    toy_notebook(tmp_path / "notebooks" / "lopsided.ipynb",
+                 "import os\nif os.environ['RANK'] == '1': raise RuntimeError('rank one ran out of memory')")
     (tmp_path / "params" / "smoke.yaml").write_text("seed: 0\ncell_timeout_s: 120\nbenchmarks:\n  first: {}\n"
                                                     "  lopsided: {}\n  second: {}\n")
     env = {**os.environ, "HISTOLEAN_ROOT": str(tmp_path), "HISTOLEAN_LIBRARY_FINGERPRINT": "pinned",

@@ -139,7 +139,8 @@ def dataset_view(dataset, i, k):
     img = np.rot90(dataset.images[i], k % 4)
     if k >= 4:
         img = img[:, ::-1]
-    return (torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0 - train.NORM_MEAN) / train.NORM_STD
+    chw = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
+    return (chw / 255.0 - train.NORM_MEAN) / train.NORM_STD
 
 
 def test_recalibrate_batchnorm_sets_exact_averages_and_keeps_momentum():

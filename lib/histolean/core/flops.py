@@ -91,13 +91,18 @@ def _first_conv_in_channels(model: nn.Module) -> int:
     raise ValueError(f"{type(model).__name__}: no Conv2d found to infer the input channels; pass a Spec instead")
 
 
-def _probe(model: nn.Module, size: int, c_in: int) -> torch.Tensor:
+def probe_input(model: nn.Module, size: int | tuple[int, int], in_channels: int = 3, *,
+                random: bool = False) -> torch.Tensor:
+    """One input image for a forward pass that only looks at shapes or costs, on the model's device and in its
+    dtype (CPU float32 for a model without parameters): zeros, or standard-normal values with ``random``."""
     try:
         p = next(model.parameters())
         device, dtype = p.device, p.dtype
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
-    return torch.zeros(1, c_in, size, size, device=device, dtype=dtype)
+    h, w = (size, size) if isinstance(size, int) else size
+    make = torch.randn if random else torch.zeros
+    return make(1, in_channels, h, w, device=device, dtype=dtype)
 
 
 def layer_costs(model: Spec | nn.Module, input_size: int | None = None) -> list[LayerCost]:
@@ -125,7 +130,7 @@ def layer_costs(model: Spec | nn.Module, input_size: int | None = None) -> list[
     try:
         module.eval()
         with torch.no_grad():
-            module(_probe(module, size, c_in))
+            module(probe_input(module, size, c_in))
     except RuntimeError as err:
         raise ValueError(f"{_label(model)}: forward pass failed at input {size}x{size} "
                          f"(too small for its downsampling?): {err}") from None
@@ -159,7 +164,7 @@ def torch_flop_count(model: Spec | nn.Module, input_size: int | None = None) -> 
     try:
         module.eval()
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(_probe(module, size, c_in))
+            module(probe_input(module, size, c_in))
     finally:
         module.train(was_training)
     return int(counter.get_total_flops())

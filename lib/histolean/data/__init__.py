@@ -29,7 +29,9 @@ from .monuseg import load_monuseg, parse_annotation, rasterise
 from .pcam import load_image_folder, load_pcam
 from .registry import DATA_KINDS, DATASETS, Dataset, how_to_get
 from .status import DatasetStatus, dataset_status, format_status
-from .synthetic import SyntheticSlide, synthetic_patch, synthetic_patches, synthetic_slide, synthetic_tile, synthetic_tiles
+from .synthetic import (
+    SyntheticSlide, synthetic_patch, synthetic_patches, synthetic_slide, synthetic_tile, synthetic_tiles,
+)
 from .til import cut_til_patches, load_til
 from .tnbc import instances_from_mask, load_tnbc
 
@@ -68,7 +70,7 @@ __all__ = [
     "DataError", "PatchSet", "InstanceSample", "DatasetStatus", "SyntheticSlide", "data_root", "read_rgb",
     "read_gray", "resize_images", "balanced_subset", "load_patches", "load_pcam", "load_image_folder", "load_idc",
     "list_idc", "patient_split", "pad_to_patch", "load_monuseg", "parse_annotation", "rasterise", "load_tnbc",
-    "instances_from_mask", "list_crc", "read_points", "til_windows", "image_split", "load_til_windows", "load_til", "cut_til_patches",
-    "synthetic_patch", "synthetic_patches", "synthetic_tile", "synthetic_tiles", "synthetic_slide", "DATASETS", "Dataset",
-    "dataset_status", "format_status", "how_to_get", "fetch", "download_file",
+    "instances_from_mask", "list_crc", "read_points", "til_windows", "image_split", "load_til_windows", "load_til",
+    "cut_til_patches", "synthetic_patch", "synthetic_patches", "synthetic_tile", "synthetic_tiles", "synthetic_slide",
+    "DATA_KINDS", "DATASETS", "Dataset", "dataset_status", "format_status", "how_to_get", "fetch", "download_file",
 ]

@@ -96,7 +96,8 @@ def list_crc(root=None) -> list[CrcImage]:
             points[cls] = read_points(mat) if mat is not None else np.zeros((0, 2))
         images.append(CrcImage(name, bmp, points))
     if not images:
-        raise data_error(folder, "holds no imgN/ folders (empty folder)", "Run `histolean data fetch crchistophenotypes`")
+        raise data_error(folder, "holds no imgN/ folders (empty folder)",
+                         "Run `histolean data fetch crchistophenotypes`")
     return images
 
 

@@ -46,7 +46,8 @@ def verify(path: Path, sha256: str | None = None, md5: str | None = None, shown_
         if expected:
             actual = file_digest(path, algorithm)
             if actual.lower() != expected.lower():
-                raise data_error(shown_name or path, f"{algorithm} checksum mismatch: expected {expected}, got {actual}",
+                raise data_error(shown_name or path,
+                                 f"{algorithm} checksum mismatch: expected {expected}, got {actual}",
                                  "The download is corrupt or the file changed upstream; it was deleted, run the "
                                  "fetch again (or report the new checksum)")
 

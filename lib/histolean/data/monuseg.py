@@ -100,7 +100,8 @@ def parse_annotation(path: str | os.PathLike) -> Annotation:
         with open(path, "rb") as f:
             defusedxml.sax.parse(f, Handler(), forbid_dtd=True)
     except FileNotFoundError:
-        raise data_error(path, "annotation file does not exist", "Each image needs <name>.xml in annotations/") from None
+        raise data_error(path, "annotation file does not exist",
+                         "Each image needs <name>.xml in annotations/") from None
     except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
         raise data_error(path, f"XML declares a DTD or entities ({type(exc).__name__}); refused because "
                          "entity expansion can exhaust memory or read local files",
@@ -223,7 +224,8 @@ def list_monuseg(split: str, root=None) -> list[tuple[Path, Path]]:
     for s in (SPLITS if split == "all" else (split,)):
         image_dir = folder / s / "images"
         if not image_dir.is_dir():
-            raise data_error(image_dir, "folder does not exist", "Expected <split>/images/*.tif and <split>/annotations/*.xml")
+            raise data_error(image_dir, "folder does not exist",
+                             "Expected <split>/images/*.tif and <split>/annotations/*.xml")
         images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png"))
         if not images:
             raise data_error(image_dir, "holds no .tif images (empty folder)", "Re-download MoNuSeg")

@@ -30,7 +30,8 @@ def _count_image_folders(folder: Path, splits) -> dict[str, dict[str, int]]:
     for split in splits:
         split_dir = folder / split
         if split_dir.is_dir():
-            counts[split] = {d.name: sum(1 for f in d.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif"))
+            images = (".jpg", ".jpeg", ".png", ".tif")
+            counts[split] = {d.name: sum(1 for f in d.iterdir() if f.suffix.lower() in images)
                              for d in sorted(split_dir.iterdir()) if d.is_dir()}
     return counts
 

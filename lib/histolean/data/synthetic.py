@@ -91,7 +91,8 @@ def _nucleus_footprint(rng: np.random.Generator, kind: NucleusKind, radius_px: f
         edge += kind.irregularity / k * rng.uniform(0.3, 1.0) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
     inside = dist <= radius_px * edge
     density = rng.uniform(*kind.density)
-    conc = density * (1 + kind.speckle * rng.standard_normal(inside.shape)) * (1 - 0.25 * (dist / (radius_px + 1e-6)) ** 2)
+    conc = (density * (1 + kind.speckle * rng.standard_normal(inside.shape))
+            * (1 - 0.25 * (dist / (radius_px + 1e-6)) ** 2))
     return inside, np.clip(conc, 0.05, 2.5)
 
 

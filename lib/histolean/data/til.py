@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from histolean.data import wsi
-from .common import PatchSet, balanced_subset, check_listed_images, data_error, dataset_dir, normalise_split, read_rgb, resize_images
+from .common import (
+    PatchSet, balanced_subset, check_listed_images, data_error, dataset_dir, normalise_split, read_rgb, resize_images,
+)
 
 SPLITS = ("train", "valid", "test")
 _SUFFIX_TO_SPLIT = {"_train_data": "train", "_val_data": "valid", "_valid_data": "valid", "_test_data": "test"}
@@ -81,7 +83,8 @@ def cut_til_patches(label_file: str | Path, slide_dir: str | Path, patch_um: flo
         raise data_error(label_file, "label file does not exist", "Point to a '<file> <0|1> <slide> <x> <y>' list")
     rows = read_label_file(label_file, require_images=False)
     if any(r["xy"] is None for r in rows):
-        raise data_error(label_file, "a line has no slide x y columns", "Cutting from slides needs '<file> <0|1> <slide> <x> <y>'")
+        raise data_error(label_file, "a line has no slide x y columns",
+                         "Cutting from slides needs '<file> <0|1> <slide> <x> <y>'")
     images, labels, groups, paths = [], [], [], []
     for slide_name in sorted({r["slide"] for r in rows}):
         slide_path = slide_dir / slide_name

@@ -46,7 +46,8 @@ class Slide:
         file_mpp = (props.get("openslide.mpp-x"), props.get("openslide.mpp-y"))
         if mpp is not None:
             if not (isinstance(mpp, (int, float)) and mpp > 0):
-                raise ValueError(f"open_slide({self.path}): mpp must be a positive number of microns per pixel, got {mpp!r}")
+                raise ValueError(f"open_slide({self.path}): mpp must be a positive number of microns per pixel, "
+                                 f"got {mpp!r}")
             self.mpp_x = self.mpp_y = float(mpp)
             self.mpp_source = "argument"
         elif file_mpp[0] and float(file_mpp[0]) > 0:
@@ -378,4 +379,5 @@ def grid_overlay(grid: PatchGrid, max_size: int = 800, color=(20, 20, 20), tint_
 
 
 __all__ = ["DataError", "Slide", "open_slide", "TissueMask", "tissue_mask", "PatchGrid", "patch_grid",
-           "read_patch", "cut_centred_patches", "read_region_um", "iter_batches", "predict_slide", "slide_map", "slide_map_rgb", "grid_overlay"]
+           "read_patch", "cut_centred_patches", "read_region_um", "iter_batches", "predict_slide", "slide_map",
+           "slide_map_rgb", "grid_overlay"]

@@ -5,18 +5,32 @@ Every function takes data (result rows as a DataFrame, arrays, images), draws wi
 matplotlib/seaborn, and returns the ``Figure`` (notebooks pass it to
 ``Recorder.save_figure``). Nothing here computes a result. Sections follow the
 notebooks' reading order; shared helpers come first.
+
+Importing the module changes no global state: each figure function draws inside ``style()``
+(seaborn's whitegrid theme as an ``rc_context``), so the process's matplotlib settings stay as they were.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
-
-sns.set_theme(style="whitegrid", context="notebook")
+from cycler import cycler
 
 
 # --- shared helpers --------------------------------------------------------------------------------------------
+
+
+def style():
+    """The house style as a context manager: seaborn's whitegrid, notebook context and "deep" palette,
+    applied to what is drawn inside it only (``with plots.style(): ...``)."""
+    theme = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"),
+             "axes.prop_cycle": cycler(color=sns.color_palette("deep"))}
+    return mpl.rc_context(theme)
 
 
 def log2_axis(ax, axis: str = "x") -> None:
@@ -38,6 +52,32 @@ def image_grid(rows: dict[str, list[tuple[np.ndarray, str]]], cell_inches: float
         for ax, (image, title) in zip(row_axes, items):
             ax.imshow(image)
             ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+METHOD_COLOURS = {"original": "black", "ir": "tab:blue", "nar": "tab:red", "resrep": "tab:green"}
+
+
+def speedup_vs_flop_reduction(frame) -> plt.Figure:
+    """Measured speed-up over the original (median of interleaved rounds, bars from min to max) against the
+    FLOP reduction, one marker per model and one colour per method; on the dotted diagonal a variant runs
+    exactly as much faster as it has fewer FLOPs. ``frame``: rows with model, method, flop_reduction
+    (FLOPs(original) / FLOPs(variant)), speedup, speedup_min, speedup_max; the original's own row is left out."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    variants = frame[frame["method"] != "original"]
+    markers = dict(zip(dict.fromkeys(variants["model"]), "o^sDvP*X"))
+    for (model, method), part in variants.groupby(["model", "method"], sort=False):
+        err = np.vstack([part["speedup"] - part["speedup_min"], part["speedup_max"] - part["speedup"]])
+        ax.errorbar(part["flop_reduction"], part["speedup"], yerr=err, fmt=markers.get(model, "o"),
+                    color=METHOD_COLOURS.get(method, "grey"), capsize=3, label=f"{model} {method.upper()}")
+    top = float(max(frame["flop_reduction"].max(), frame["speedup_max"].max(), 2)) * 1.1
+    ax.plot([1, top], [1, top], ":", color="grey", label="speed-up = FLOP reduction")
+    log2_axis(ax, "x")
+    log2_axis(ax, "y")
+    ax.set_xlabel("FLOP reduction: FLOPs(original) / FLOPs(variant)")
+    ax.set_ylabel("measured speed-up (patches/s vs the original)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -103,27 +143,6 @@ def gflops_vs_level(costs) -> plt.Figure:
         ax.set_xlabel("reduction level (phi or k)")
     axes[0][0].set_ylabel("GFLOPs per 50 x 50 um patch")
     axes[0][-1].legend()
-    fig.tight_layout()
-    return fig
-
-
-def speedup_vs_flop_reduction(speeds) -> plt.Figure:
-    """Measured speed-up over the original (median of interleaved rounds, bars from min to max) against
-    the FLOP reduction; on the diagonal a network runs exactly as much faster as it has fewer FLOPs.
-    ``speeds``: rows with model, method, flop_reduction (original / variant), speedup (original time /
-    variant time), speedup_min, speedup_max."""
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for (model, method), part in speeds[speeds.method != "original"].groupby(["model", "method"], sort=False):
-        err = np.vstack([part.speedup - part.speedup_min, part.speedup_max - part.speedup])
-        ax.errorbar(part.flop_reduction, part.speedup, yerr=err, marker="o" if method == "nar" else "s",
-                    linestyle="", capsize=3, label=f"{model} {method.upper()}")
-    top = float(max(speeds.flop_reduction.max(), speeds.speedup_max.max(), 2))
-    ax.plot([1, top], [1, top], color="grey", linestyle=":", label="speed-up = FLOP reduction")
-    log2_axis(ax, "x")
-    log2_axis(ax, "y")
-    ax.set_xlabel("FLOP reduction: FLOPs(original) / FLOPs(variant)")
-    ax.set_ylabel("measured speed-up (patches/s vs the original)")
-    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -301,9 +320,6 @@ def saliency_panels(images, maps, probabilities, layouts, grid: int):
 
 # --- 05 TIL: NAR vs IR vs ResRep -------------------------------------------------------------------------------
 
-TIL_METHOD_COLOURS = {"original": "black", "ir": "tab:blue", "nar": "tab:red", "resrep": "tab:green"}
-
-
 def til_auc_vs_gflops(ours, paper):
     """AUC against GFLOPs per 50 um patch, one column per architecture: ours (top, 95% bootstrap CI,
     Pareto front dashed) and the paper's Tables 3-4 (bottom). Frames need model, method, gflops,
@@ -317,7 +333,7 @@ def til_auc_vs_gflops(ours, paper):
             ax = axes[row, col]
             d = frame[frame["model"] == name]
             for method, g in d.groupby("method", sort=False):
-                colour = TIL_METHOD_COLOURS.get(method, "grey")
+                colour = METHOD_COLOURS.get(method, "grey")
                 if who == "ours":
                     err = np.vstack([g["auc"] - g["auc_ci_lo"], g["auc_ci_hi"] - g["auc"]])
                     ax.errorbar(g["gflops"], g["auc"], yerr=err, fmt="o", color=colour, label=method, capsize=2)
@@ -332,28 +348,6 @@ def til_auc_vs_gflops(ours, paper):
             ax.set_ylabel("test AUC")
             ax.set_title(f"{name}: {'ours' if who == 'ours' else 'NAR paper (Tables 3-4, 240 px base)'}", fontsize=10)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def til_speedup_vs_flops(frame):
-    """Measured inference speed-up (median, min-max bar) against FLOP reduction, both vs the original;
-    the dotted line is y = x (a FLOP saving fully turned into wall-clock time)."""
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    markers = {"resnet50v2": "o", "inception_v4": "^"}
-    for (model, method), g in frame.groupby(["model", "method"], sort=False):
-        err = np.vstack([g["speedup"] - g["speedup_min"], g["speedup_max"] - g["speedup"]])
-        ax.errorbar(g["flop_reduction"], g["speedup"], yerr=err, fmt=markers.get(model, "s"),
-                    color=TIL_METHOD_COLOURS.get(method, "grey"), capsize=2, label=f"{model} {method}")
-    top = float(max(frame["flop_reduction"].max(), frame["speedup_max"].max())) * 1.1
-    ax.plot([1, top], [1, top], ":", color="grey", label="y = x")
-    log2_axis(ax, "x")
-    log2_axis(ax, "y")
-    ax.set_xlabel("FLOP reduction vs original (x)")
-    ax.set_ylabel("measured speed-up vs original (x)")
-    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -571,3 +565,23 @@ def backend_throughput(table):
         ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     return fig
+
+
+# --- the house style, per figure -------------------------------------------------------------------------------
+
+
+def _in_style(draw):
+    @functools.wraps(draw)
+    def styled(*args, **kwargs):
+        with style():
+            return draw(*args, **kwargs)
+    return styled
+
+
+# Every public function of this module draws inside style(): wrapped here once rather than decorated one by one,
+# so a new figure function gets the style without remembering to ask for it.
+for _name, _function in list(globals().items()):
+    if inspect.isfunction(_function) and _function.__module__ == __name__ and not _name.startswith("_") \
+            and _name != "style":
+        globals()[_name] = _in_style(_function)
+del _name, _function

@@ -422,7 +422,6 @@ class _Analysis:
     def function(self, node: fx.Node, ins: list[fx.Node], shape) -> None:
         target = node.target
         src = ins[0]
-        labels = self.labels[src.name]
         if target in _ELEMENTWISE_FUNCTIONS or target in _ELEMENTWISE_METHODS:
             fn = target if callable(target) else getattr(torch.Tensor, target)
             rest = [a for a in node.args[1:] if not isinstance(a, fx.Node)]

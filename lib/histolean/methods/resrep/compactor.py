@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from histolean.core.flops import probe_input
+
 from .channels import ChannelGraph, Layer, analyse
 from .selection import FlopsModel
 
@@ -155,12 +157,9 @@ def prepare(model: nn.Module, input_size, *, in_channels: int = 3, exclude=(), s
     """
     size = _size2(input_size)
     model = copy.deepcopy(model) if copy_model else model
-    try:
-        ref = next(model.parameters())
-        device, dtype = ref.device, ref.dtype
-    except StopIteration:
-        device, dtype = torch.device("cpu"), torch.float32
-    example = torch.randn(1, in_channels, *size, device=device, dtype=dtype)
+    # random rather than zeros: the draw from the global generator is part of the study's seeded sequence
+    example = probe_input(model, size, in_channels, random=True)
+    device, dtype = example.device, example.dtype
     graph = analyse(model, example, exclude=exclude, scope=scope)
     gm = graph.graph_module
     nodes = {n.name: n for n in gm.graph.nodes}

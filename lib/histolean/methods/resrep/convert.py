@@ -177,7 +177,8 @@ def convert(net: ResRepNet, epsilon: float | None = None, min_channels: int = 1,
         warnings.warn(InexactConversionWarning(
             f"ResRep conversion (mode {mode!r}) is not exact: removed compactor rows had norms up to "
             f"{r.max_removed_norm:.3g}, outputs differ by up to {r.max_output_diff:.3g} (largest output "
-            f"{r.output_scale:.3g}, tolerance {tolerance:g}) on {r.batch}"), stacklevel=3)  # 3: past torch.no_grad's wrapper
+            f"{r.output_scale:.3g}, tolerance {tolerance:g}) on {r.batch}"),
+            stacklevel=3)  # 3: past torch.no_grad's wrapper
     return result
 
 
@@ -225,9 +226,9 @@ def _copy_structure(gm: fx.GraphModule) -> fx.GraphModule:
 
 
 def _conv(old: nn.Conv2d, keep_in, const_in, bn, comp, keep_out) -> nn.Conv2d:
-    keep_in, keep_out = keep_in.nonzero().flatten().to(old.weight.device), keep_out.nonzero().flatten().to(old.weight.device)
-    w = old.weight.detach().index_select(1, keep_in).double()
     dev = old.weight.device
+    keep_in, keep_out = keep_in.nonzero().flatten().to(dev), keep_out.nonzero().flatten().to(dev)
+    w = old.weight.detach().index_select(1, keep_in).double()
     b = old.bias.double() if old.bias is not None else torch.zeros(old.out_channels, dtype=torch.float64, device=dev)
     if len(keep_in) < old.in_channels:  # a removed input channel holding the constant c adds sum(W[:, c]) * c
         dropped_in = torch.ones(old.in_channels, dtype=torch.bool, device=dev)
@@ -391,6 +392,6 @@ def _bn_eval(bn: nn.BatchNorm2d, v: torch.Tensor) -> torch.Tensor:
 
 
 def _reshape(node: fx.Node, src: fx.Node, v: torch.Tensor) -> torch.Tensor:
-    in_shape, out_shape = ch._tensor_shape(src), ch._tensor_shape(node)
+    out_shape = ch._tensor_shape(node)
     repeat = out_shape[1] // max(len(v), 1)
     return v.repeat_interleave(repeat) if repeat > 1 else v

@@ -12,7 +12,6 @@ from typing import Sequence
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 from torch import nn
 
 from histolean.core import fxops
