@@ -9,7 +9,6 @@ import sys
 import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
-import pytest
 
 from histolean.study import plots
 

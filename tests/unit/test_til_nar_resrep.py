@@ -9,7 +9,8 @@ import torch
 from histolean import arch, models
 from histolean.core import checkpoints
 from histolean.data.til_task import load_til_task
-from histolean.experiments import til_maps_classifiers, til_nar_resrep
+from histolean.experiments import til_nar_resrep
+from histolean.experiments.til_maps import classifiers
 from histolean.util import cache
 
 
@@ -81,7 +82,7 @@ def test_runner_trains_saves_and_resumes(tiny_task, tmp_path):
     assert np.allclose(again["tiny__ir_k2"].test_probs, first["tiny__ir_k2"].test_probs)
 
     # the slide maps (til_maps) still find the model files among the cache records
-    assert til_maps_classifiers.find_checkpoints(model_dir) == {"original": model_dir / "tiny__original.pt",
+    assert classifiers.find_checkpoints(model_dir) == {"original": model_dir / "tiny__original.pt",
                                                                 "reduced": model_dir / "tiny__ir_k2.pt"}
 
     # damaged files, one of each kind: said so (naming the file), kept aside, only that work redone

@@ -19,7 +19,6 @@ background, scaled to a peak of 1 per nucleus, so large and small nuclei weigh a
 
 from __future__ import annotations
 
-import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace

@@ -463,7 +463,6 @@ def zoo_auc_vs_cost(ours, paper=None):
     """AUC against depth, parameters and GFLOPs per patch (the paper's Fig. 3, plus the cost plane of
     the NAR study). ``ours``: rows with auc, layers, params, gflops, dataset, method, paper (abbreviation);
     ``paper``: optional published rows with auc, depth, params, dataset, method, paper, drawn hollow."""
-    import numpy as np
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     panels = (("layers", "depth (layers)", False), ("params", "parameters", True), ("gflops", "GFLOPs per patch", True))
