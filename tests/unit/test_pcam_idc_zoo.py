@@ -128,7 +128,8 @@ def test_stand_in_in_the_keras_cache_goes_through_the_imagenet_path(tmp_path, mo
     source = _stand_in("mobilenet", 32)
     cache = tmp_path / "models"
     cache.mkdir()
-    with h5py.File(cache / kz.APPLICATIONS["mobilenet"].imagenet_file, "w") as f:  # the format of Keras's ImageNet files
+    # the format of Keras's ImageNet files
+    with h5py.File(cache / kz.APPLICATIONS["mobilenet"].imagenet_file, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, source)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     model = kz.build("mobilenet", 32, weights="imagenet")

@@ -380,7 +380,8 @@ def postprocess(foreground_prob: np.ndarray, distance: np.ndarray, params: PostP
 
     prob, dist = np.asarray(foreground_prob, dtype=np.float32), np.asarray(distance, dtype=np.float32)
     if prob.shape != dist.shape or prob.ndim != 2:
-        raise ValueError(f"postprocess: foreground {prob.shape} and distance map {dist.shape} must be the same 2-D shape")
+        raise ValueError(f"postprocess: foreground {prob.shape} and distance map {dist.shape} "
+                         "must be the same 2-D shape")
     foreground = prob > params.threshold
     radius = mean_nucleus_radius(foreground, params.min_object_px)
     if radius == 0:
@@ -424,7 +425,8 @@ def segment(nets: dict[str, nn.Module], image: np.ndarray, params: PostProcess =
     """Both branches on a whole image and the merge: ``{"probability", "distance", "instances"}``."""
     raw = predict_tiled(nets, image, tile=tile, overlap=overlap, device=device)
     prob = 1 / (1 + np.exp(-raw["semantic"]))
-    return {"probability": prob, "distance": raw["regression"], "instances": postprocess(prob, raw["regression"], params)}
+    return {"probability": prob, "distance": raw["regression"],
+            "instances": postprocess(prob, raw["regression"], params)}
 
 
 # --------------------------------------------------------------------------- evaluation

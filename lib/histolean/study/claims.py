@@ -64,7 +64,8 @@ def equivalent(lo: float, hi: float, margin: float) -> str:
 
 
 def equivalent_rule(margin: float, what: str = "difference", level: float = 0.95) -> str:
-    return f"holds if the {level:.0%} interval of the {what} lies inside ±{margin:g}; fails if outside; else not resolved"
+    return (f"holds if the {level:.0%} interval of the {what} lies inside ±{margin:g}; fails if outside; "
+            "else not resolved")
 
 
 def directional(lo: float, hi: float, direction: str) -> str:
@@ -81,7 +82,8 @@ def directional(lo: float, hi: float, direction: str) -> str:
 
 def directional_rule(direction: str, what: str = "difference", level: float = 0.95) -> str:
     side = "above" if direction == "higher" else "below"
-    return f"holds if the {level:.0%} interval of the {what} lies {side} 0; fails if on the other side; else not resolved"
+    return (f"holds if the {level:.0%} interval of the {what} lies {side} 0; fails if on the other side; "
+            "else not resolved")
 
 
 def within(value: float, lo: float, hi: float) -> str:

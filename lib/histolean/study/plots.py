@@ -532,7 +532,8 @@ def til_map_grid(images: dict, titles: dict | None = None, width: float = 7.0):
     slides = list(dict.fromkeys(s for s, _ in images))
     names = list(dict.fromkeys(m for _, m in images))
     arrays = {k: np.asarray(Image.open(v).convert("RGB")) if not hasattr(v, "shape") else v for k, v in images.items()}
-    heights = [max(arrays[(s, m)].shape[0] / arrays[(s, m)].shape[1] for m in names if (s, m) in arrays) for s in slides]
+    heights = [max(arrays[(s, m)].shape[0] / arrays[(s, m)].shape[1] for m in names if (s, m) in arrays)
+               for s in slides]
     fig, axes = plt.subplots(len(slides), len(names), squeeze=False, figsize=(width * len(names),
                              sum(width * h for h in heights) + 0.6 * len(slides)),
                              gridspec_kw={"height_ratios": heights})

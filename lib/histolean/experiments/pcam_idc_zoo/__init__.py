@@ -32,7 +32,7 @@ _EXPORTS = {
     "claims": ("paper_claims",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
+__all__ = sorted(_WHERE)  # noqa: PLE0605 (a list built from the export table above)
 
 
 def __getattr__(name: str):

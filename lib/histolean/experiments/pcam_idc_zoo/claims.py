@@ -124,8 +124,10 @@ def _welch_ours(rows, ours, paper, ds) -> Claim:
     else:
         significant = t["p"] < WELCH_LEVEL
         verdict = HOLDS if significant and t["t"] < 0 else FAILS if significant and t["t"] > 0 else NOT_RESOLVED
-        text = f"Welch t = {t['t']:.2f}, df = {t['df']:.1f}, p = {t['p']:.3g} ({t['n_a']} transfer vs {t['n_b']} full rows)"
-    return Claim(PAPER + ", Fig. 4", f"{ds.upper()}: transfer learning's test AUC is significantly below full training's",
+        text = (f"Welch t = {t['t']:.2f}, df = {t['df']:.1f}, p = {t['p']:.3g} "
+                f"({t['n_a']} transfer vs {t['n_b']} full rows)")
+    return Claim(PAPER + ", Fig. 4",
+                 f"{ds.upper()}: transfer learning's test AUC is significantly below full training's",
                  f"Welch t = {printed['t']}, df = {printed['df']}, p = {printed['p']}", text,
                  f"Welch two-sample t-test, every transfer row (ImageNet and in-domain) against every full-training "
                  f"row, one run per model: holds if t < 0 and p < {WELCH_LEVEL:g}, fails if t > 0 and "
@@ -144,7 +146,8 @@ def _welch_reproduced(theirs, paper, ds) -> Claim:
     return Claim(PAPER + ", Fig. 4 text", f"{ds.upper()}: the paper's Welch t-test follows from its own {TABLE[ds]}",
                  f"t = {printed['t']}, df = {printed['df']}, p = {printed['p']}", text,
                  f"a single, deterministic number: holds if the recomputed t lies within ±{T_TOLERANCE:g} of the "
-                 f"printed t", verdict, f"the paper's {TABLE[ds]} ({len([p for p in theirs if p['dataset'] == ds])} rows)")
+                 f"printed t", verdict,
+                 f"the paper's {TABLE[ds]} ({len([p for p in theirs if p['dataset'] == ds])} rows)")
 
 
 def _vgg19_best(rows, ours, theirs, ds) -> Claim:
@@ -238,5 +241,6 @@ def _epoch_time_ratio(rows, model, paper) -> Claim:
         verdict, text = within(ratio, lo, hi), f"{ratio:.2f}x ({tpe[model]:.2f} s vs {tpe['b2']:.2f} s per epoch)"
     return Claim(PAPER + ", Table 2", f"PCam: one epoch of {name} takes {lo:.1f}-{hi:.1f}x B2's",
                  f"{lo:.2f}-{hi:.2f}x over its four GPUs (K80 to A100)", text,
-                 f"one timing each (last epoch), no interval, on a CPU where the paper used GPUs: holds if our ratio lies within "
+                 f"one timing each (last epoch), no interval, on a CPU where the paper used GPUs: "
+                 f"holds if our ratio lies within "
                  f"the paper's range [{lo:.2f}, {hi:.2f}], else fails", verdict, _scale(rows, "pcam"))

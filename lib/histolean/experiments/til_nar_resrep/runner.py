@@ -62,7 +62,8 @@ class ResRepConfig:
     warmup_epochs: float = 1.0
     mask_interval: int = 200
     granularity: int | None = 4       # classes added to the mask per update (official 4; None: all at once)
-    scope: str = "paper"              # "paper" (resrep.paper_scope: bottleneck-internal for ResNets) | "any" | "bottleneck"
+    # "paper" (resrep.paper_scope: bottleneck-internal for ResNets) | "any" | "bottleneck"
+    scope: str = "paper"
 
     def __post_init__(self):
         if self.init not in ("original", "scratch"):
@@ -226,8 +227,10 @@ class TilRunner:
                 result.extra = {"gflops": counted / 1e9, "params": flops.count_params(module),
                                 **flops.count_layers(module), "predicted_flop_reduction": 1 / small.flops_ratio,
                                 "removed_channels": small.removed_channels, "kept_by_stage": kept_by_stage(small),
-                                "conversion": small.report.as_dict(), "resrep_scope": c.scope_for(v.spec),
-                                "masked_flop_reduction": net.original_flops / net.predicted_flops(net.dropped_classes())}
+                                "conversion": small.report.as_dict(),
+                                "resrep_scope": c.scope_for(v.spec),
+                                "masked_flop_reduction":
+                                    net.original_flops / net.predicted_flops(net.dropped_classes())}
         return result
 
     def _remember(self, v: Variant, r: int, run_seed: int):

@@ -44,7 +44,8 @@ def measure_step(image_size: int, tile_size: int | None, *, channels, device: st
                                    timeout_s=timeout_s, repeats=repeats)
     out = {"status": res["status"], "error": res.get("error"), "memory_method": res.get("memory_method"),
            "input_on": input_on, "input_mib": input_mib(image_size, input_on),
-           "skip_zero_gradient_tiles": skip_zero_gradient_tiles, "watched_peak_rss_mib": res.get("process_peak_rss_mib")}
+           "skip_zero_gradient_tiles": skip_zero_gradient_tiles,
+           "watched_peak_rss_mib": res.get("process_peak_rss_mib")}
     if res["status"] == "ok":
         out.update(step_peak_mib=res["peak_mib"], process_peak_mib=res["process_peak_mib"],
                    baseline_mib=res["baseline_mib"], time_s=res["time_s"],
