@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from histolean.core import metrics, models, precision as precisions, train
+from histolean.core import metrics, models, train
+from histolean.core import precision as precisions
 from histolean.data.til_task import load_til_task
 from histolean.experiments import til_nar_resrep
 from histolean.study.runner import load_profile, output_dir
@@ -148,7 +148,7 @@ def print_report(result: dict) -> None:
                   f"{v['paired_diff'][i]:+.4f} |")
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"
     print("\n| variant | mean diff | min | max | sd diff | sd AUC fp32 over seeds | s/epoch fp32 | s/epoch bf16 |"
-          f" precision recorded |\n|---|---|---|---|---|---|---|---|---|")
+          " precision recorded |\n|---|---|---|---|---|---|---|---|---|")
     for vid, v in result["variants"].items():
         t, rec = v["epoch_time_s"], v["precision_recorded"]
         print(f"| {vid} | {v['mean_diff']:+.4f} | {v['min_diff']:+.4f} | {v['max_diff']:+.4f} | {fmt(v['sd_diff'])} |"

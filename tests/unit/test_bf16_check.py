@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
 from histolean.data.til_task import load_til_task
 from histolean.experiments import til_nar_resrep
 
