@@ -5,7 +5,7 @@
     histolean data status
     histolean data fetch NAME [--dest DIR] [--url-base URL]
     histolean tilmap SLIDE_OR_FOLDER... --model CHECKPOINT --out DIR [--mpp X] [--scheduler ADDRESS]
-                     [--backend torch|onnxruntime|...]
+                     [--backend auto|torch|onnxruntime|openvino:bf16|...]
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     til.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     til.add_argument("--threads", type=int, default=None, help="threads per worker (default: cores / workers)")
     til.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                     help=f"inference backend (default {DEFAULT_BACKEND}: the fastest measured here)")
+                     help=f"inference backend label (default {DEFAULT_BACKEND}: the fastest backend whose float32 "
+                          "check passes, measured on the first slide's patches and cached under --out)")
     til.add_argument("--batch-size", type=int, default=32)
     til.add_argument("--max-patches", type=int, default=None, help="cap of patches per slide, evenly spread")
     til.add_argument("--threshold", type=float, default=0.5, help="probability that counts as TIL-positive")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from histolean import arch, models
-from histolean.core import checkpoints, export
+from histolean.core import backends, checkpoints, export
 from histolean.experiments import til_maps
 from histolean.util import cache, cluster
 
@@ -152,11 +152,44 @@ def test_backends_agree_with_eager_torch(tiny_model, tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     eager = til_maps.Predictor(model, "torch")(images)
     assert eager.shape == (5,) and ((eager > 0) & (eager < 1)).all()
-    for backend in ("torch_channels_last", "onnxruntime"):
-        np.testing.assert_allclose(til_maps.Predictor(model, backend, onnx_dir=tmp_path)(images), eager, atol=1e-5)
+    for backend in ("torch_channels_last", "onnxruntime", "openvino:fp32"):
+        predictor = til_maps.Predictor(model, backend, onnx_dir=tmp_path)
+        assert (predictor.label, predictor.precision) == (backend, "fp32")
+        np.testing.assert_allclose(predictor(images), eager, atol=1e-5)
     assert til_maps.onnx_file(model, tmp_path).is_file()
     with pytest.raises(ValueError, match="backend"):
         til_maps.Predictor(model, "tensorrt")
+    with pytest.raises(ValueError, match="auto"):
+        til_maps.Predictor(model, "auto")
+    assert {"auto", "torch", "onnxruntime", "openvino:bf16", "openvino:fp32"} <= set(til_maps.BACKENDS)
+    assert til_maps.DEFAULT_BACKEND == "auto"
+
+
+def test_auto_picks_a_checked_backend_once_and_every_output_names_it(tiny_model, small_slide, tmp_path):
+    import pyarrow.parquet as pq
+
+    [done] = til_maps.map_slides([small_slide], tiny_model, tmp_path, scheduler=None, backend="auto",
+                                 max_patches=10, progress=False)
+    assert done["status"] == "done", done
+    assert done["backend"] in backends.available() and done["precision"] in ("fp32", "bf16")
+    assert done["check"]["passed"] and done["check"]["max_prob_diff"] <= backends.MAX_PROB_DIFF
+    record = json.loads((Path(done["folder"]) / "complete.json").read_text())
+    assert (record["value"]["backend"], record["value"]["precision"]) == (done["backend"], done["precision"])
+    assert record["value"]["check"] == done["check"]
+    meta = pq.read_schema(Path(done["folder"]) / "patches.parquet").metadata
+    assert meta[b"backend"].decode() == done["backend"] and meta[b"precision"].decode() == done["precision"]
+    assert json.loads(meta[b"check"])["passed"] is True
+    assert len(list((tmp_path / ".backend").glob("backend-choice-*.json"))) == 1
+    model = til_maps.load_til_model(tiny_model)
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    again = til_maps.choose(model, images, cache_dir=tmp_path / "other", onnx_dir=tmp_path,
+                            candidates=["torch", "onnxruntime"])
+    assert again["label"] in ("torch", "onnxruntime") and not again["from_cache"]
+    assert til_maps.choose(model, images, cache_dir=tmp_path / "other", onnx_dir=tmp_path,
+                           candidates=["torch", "onnxruntime"])["from_cache"]
+    forced = til_maps.map_slide(small_slide, model, tmp_path / "forced", backend="openvino:fp32", max_patches=10,
+                                progress=False)
+    assert (forced["backend"], forced["precision"]) == ("openvino:fp32", "fp32") and forced["check"]["passed"]
 
 
 def test_onnx_session_names_a_damaged_file(tmp_path):
@@ -244,3 +277,4 @@ def test_torch_threads_are_set_only_while_the_work_runs(tiny_model, small_slide,
     assert torch.get_num_threads() == before
     with til_maps.torch_threads(None):
         assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before

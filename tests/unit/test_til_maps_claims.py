@@ -29,9 +29,15 @@ def _speed(role, backend, speedup=1.0, lo=None, hi=None, share=0.95):
 
 def _scale(role, hours):
     return {"kind": "scale", "data_kind": "none", "dataset": "whole slide, 100 mm2 tissue (assumed)",
-            "setting": {"role": role, "backend": til_maps.DEFAULT_BACKEND},
+            "setting": {"role": role, "backend": "onnxruntime"},
             "metrics": {"hours_for_slides": hours, "seconds_per_slide": hours * 3600 / 10000 * 2,
                         "slides": 10000, "slides_at_once": 2}}
+
+
+def _map(role, backend="onnxruntime"):
+    return {"kind": "map", "dataset": "slide0.svs", "method": "map",
+            "setting": {"role": role, "backend": backend, "precision": "fp32"}, "backend": backend,
+            "precision": "fp32", "metrics": {"n_patches": 24}}
 
 
 def _check(diff, same=True):
@@ -46,6 +52,7 @@ def rows(*, kappas=(0.8, 0.7), source=BENCHMARK_SOURCE, onnx=(1.5, 1.3, 1.7), sh
     for role in ("original", "reduced"):
         out.append(_speed(role, "torch", 1.0, share=share))
         out.append(_speed(role, "onnxruntime", onnx[0], onnx[1], onnx[2], share=share))
+    out += [_map("original"), _map("reduced")]
     out += [_check(diff), _scale("original", hours[0]), _scale("reduced", hours[1])]
     out.append({"kind": "claim", "claim": "an old claim row is ignored"})
     return out
@@ -92,7 +99,15 @@ def test_backends_not_timed_are_not_testable():
 
 @pytest.mark.parametrize("onnx, verdict", [((1.5, 1.3, 1.7), HOLDS), ((0.8, 0.7, 0.9), FAILS)])
 def test_default_backend_claim(onnx, verdict):
-    assert claim(rows(onnx=onnx), "the fastest backend").verdict == verdict
+    c = claim(rows(onnx=onnx), "the backend the maps use")
+    assert c.verdict == verdict and "onnxruntime" in c.rule
+
+
+def test_default_backend_claim_needs_the_maps_backend_timed():
+    no_maps = [r for r in rows() if r["kind"] != "map"]
+    assert claim(no_maps, "the backend the maps use").verdict == NOT_TESTABLE
+    ov = [dict(r, setting={**r["setting"], "backend": "openvino:bf16"}) if r["kind"] == "map" else r for r in rows()]
+    assert claim(ov, "the backend the maps use").verdict == NOT_TESTABLE
 
 
 @pytest.mark.parametrize("share, verdict", [(0.95, HOLDS), (0.7, FAILS)])

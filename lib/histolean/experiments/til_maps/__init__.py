@@ -13,8 +13,8 @@ classifier run over every tissue patch of a slide.
 One concern per module:
 
 * :mod:`.model`: the checkpoint (``TilModel``, ``load_til_model``), patch normalisation, logits -> P(TIL);
-* :mod:`.predict`: the inference backends (``Predictor``, ``BACKENDS``, ``DEFAULT_BACKEND``), ONNX export
-  and ``torch_threads`` (torch's thread count set where the work runs, restored after);
+* :mod:`.predict`: a checkpoint on a ``core.backends`` backend (``Predictor``, ``BACKENDS``,
+  ``DEFAULT_BACKEND`` = ``auto``) and the measured choice of one (``choose``, ``predictor_for``);
 * :mod:`.slides`: finding and opening slides, subsampling the grid, the settings that key a finished slide;
 * :mod:`.outputs`: PNG map, Parquet table, QuPath GeoJSON, the ``complete.json`` record (``util.cache``);
 * :mod:`.mapping`: one slide (``map_slide``, resumable) and many on Dask (``map_slides``);
@@ -32,16 +32,16 @@ from histolean.experiments.til_maps.mapping import map_slide, map_slides
 from histolean.experiments.til_maps.model import TilModel, load_til_model, positive_probability, to_input
 from histolean.experiments.til_maps.outputs import (COMPLETE, OUTPUT_FILES, geojson, map_image, read_complete,
                                                     read_patches)
-from histolean.experiments.til_maps.predict import (BACKENDS, DEFAULT_BACKEND, Predictor, onnx_file,
-                                                    torch_threads)
+from histolean.experiments.til_maps.predict import (BACKENDS, DEFAULT_BACKEND, Predictor, choose, onnx_file,
+                                                    predictor_for, torch_threads)
 from histolean.experiments.til_maps.slides import SLIDE_SUFFIXES, find_slides, open_slide, slide_settings, subsample
 from histolean.experiments.til_maps.speed import compare_backends
 
 __all__ = [
     "BACKENDS", "COMPLETE", "DEFAULT_BACKEND", "OUTPUT_FILES", "SLIDE_SUFFIXES", "Predictor", "TilModel",
-    "compare_backends", "extrapolate", "find_checkpoints", "find_slides", "geojson", "load_til_model",
+    "choose", "compare_backends", "extrapolate", "find_checkpoints", "find_slides", "geojson", "load_til_model",
     "map_agreement", "map_image", "map_slide", "map_slides", "models_for_maps", "onnx_file", "open_slide",
-    "paper_claims", "patches_in_tissue", "positive_probability", "read_complete", "read_patches",
+    "paper_claims", "patches_in_tissue", "positive_probability", "predictor_for", "read_complete", "read_patches",
     "same_predictions", "slide_settings", "slides_at_once", "subsample", "to_input", "torch_threads",
     "train_stand_ins",
 ]

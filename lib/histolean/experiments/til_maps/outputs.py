@@ -53,8 +53,10 @@ def forget_complete(folder: str | os.PathLike) -> None:
 
 
 # Files --------------------------------------------------------------------------------------------
-def write_table(path: Path, grid: wsi.PatchGrid, probs, positive, model: TilModel, slide_path: Path) -> None:
-    """The patch table as Parquet: level-0 coordinates, patch size, grid cell, probability, label."""
+def write_table(path: Path, grid: wsi.PatchGrid, probs, positive, model: TilModel, slide_path: Path,
+                inference: dict | None = None) -> None:
+    """The patch table as Parquet: level-0 coordinates, patch size, grid cell, probability, label; its
+    metadata names the slide, the model and ``inference`` (backend label, precision, float32 check)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -65,7 +67,9 @@ def write_table(path: Path, grid: wsi.PatchGrid, probs, positive, model: TilMode
         "row": grid.cells[:, 0], "col": grid.cells[:, 1], "tissue_fraction": grid.tissue_fraction,
         "probability": probs, "til_positive": positive,
     }).replace_schema_metadata({"slide": slide_path.name, "model": model.name, "model_sha256": model.digest,
-                                "mpp": str(grid.slide.mpp), "coordinates": "level-0 pixels, top-left corner"})
+                                "mpp": str(grid.slide.mpp), "coordinates": "level-0 pixels, top-left corner",
+                                **{k: json.dumps(v) if isinstance(v, dict) else str(v)
+                                   for k, v in (inference or {}).items()}})
     with atomic.atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 

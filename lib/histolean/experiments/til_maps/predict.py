@@ -1,112 +1,105 @@
-"""uint8 patches -> P(TIL) through one inference backend, and the torch thread count set where the work is.
+"""uint8 patches -> P(TIL) through one inference backend of :mod:`histolean.core.backends`, and the
+choice of that backend for a slide set ("auto": the fastest whose float32 check passes, measured once).
 
-Backends: eager ``torch``, ``torch_channels_last``, ``torch_compile`` and ``onnxruntime`` (the
-network exported once per checkpoint, :mod:`histolean.core.export`). All turn logits into
-probabilities with the same numpy code.
-
-torch's intra-op thread count is process-wide, so no constructor here touches it: the code that
-does the work sets it for as long as the work lasts, with :func:`torch_threads`.
+Backends are ``core.backends``' labels (``torch``, ``torch_channels_last``, ``torch_bf16``,
+``torch_compile``, ``onnxruntime``, ``openvino:fp32``, ``openvino:bf16``; a plain ``openvino`` picks
+its precision by the CPU) plus ``auto``. This module only adapts a checkpoint (its input size and
+normalisation) to them and turns logits into P(TIL); every predictor sets torch's thread count for
+the length of its own calls, so nothing here touches the process's setting.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from histolean.experiments.til_maps.model import TilModel, positive_probability, to_input
+from histolean.core import backends
+# torch's thread count set for a block and restored after (one helper for the library)
+from histolean.core.backends import _torch_threads as torch_threads  # noqa: F401
+from histolean.experiments.til_maps.model import TilModel
 
-BACKENDS = ("torch", "torch_channels_last", "torch_compile", "onnxruntime")
-# fastest that works on the 2-core CPU here (notebooks/08_til_maps.ipynb measures all of them)
-DEFAULT_BACKEND = "onnxruntime"
+AUTO = "auto"
+# the labels --backend takes: every backend by name (openvino at the CPU's precision), its precisions, and auto
+BACKENDS = (AUTO, *backends.BACKENDS, "openvino:fp32", "openvino:bf16")
+# measured on the slides' own patches, once per machine and checkpoint (cached under the output folder)
+DEFAULT_BACKEND = AUTO
 
 
 def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's thread count set to ``threads`` inside the block, the previous count restored after it
-    (None: left as it is)."""
-    if not threads:
-        yield
+    if backend == AUTO:
         return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
     try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        backends.parse_label(backend)
+    except ValueError:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}") from None
 
 
 class Predictor:
-    """uint8 patches -> P(TIL), through one backend. ``logits(x)`` takes a prepared float batch.
+    """uint8 patches -> P(TIL) on one backend label (not ``auto``: resolve it with :func:`choose` first).
 
-    ``threads``: ONNX Runtime's threads for its session (its own setting, local to the session).
-    The torch backends run with the process's thread count: wrap the calls in :func:`torch_threads`.
+    ``label``, ``backend`` and ``precision`` name it in rows; ``check`` is the float32 check that
+    allowed it (set by :func:`choose`, None for a predictor built directly); ``engine``: the
+    ``core.backends`` predictor (uint8 patches -> logits). ``threads``: torch's
+    threads during each call, or the runtime's session threads.
     """
 
-    def __init__(self, model: TilModel, backend: str = DEFAULT_BACKEND, *, threads: int | None = None,
-                 onnx_dir: str | os.PathLike | None = None):
+    def __init__(self, model: TilModel, backend: str = "torch", *, threads: int | None = None,
+                 onnx_dir: str | os.PathLike | None = None, check: dict | None = None):
         check_backend(backend)
-        import torch
-
-        self.model, self.backend, self.threads = model, backend, threads
-        self._fixed_batch: int | None = None
-        if backend == "onnxruntime":
-            from histolean.core import export
-
-            self._session = export.onnx_session(export_onnx(model, onnx_dir), threads)
-            return
-        net = model.net.eval()
-        if backend == "torch_channels_last":  # on a copy: .to() converts in place, other backends share the net
-            net = copy.deepcopy(net).to(memory_format=torch.channels_last)
-        elif backend == "torch_compile":
-            net = torch.compile(net, dynamic=False)
-        self._net = net
+        if backend == AUTO:
+            raise ValueError("backend 'auto' is a choice to make first: til_maps.choose(model, patches, ...)")
+        self.model, self.threads, self.check = model, threads, check
+        self.engine = backends.make_predictor(model.net, backend, threads=threads, input_size=model.input_size,
+                                                mean=model.mean, std=model.std,
+                                                export_dir=onnx_dir if onnx_dir is not None else model.path.parent)
+        self.backend, self.precision, self.label = self.engine.backend, self.engine.precision, self.engine.label
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        if self.backend == "onnxruntime":
-            from histolean.core.export import INPUT_NAME
-
-            return self._session.run(None, {INPUT_NAME: x})[0]
-        import torch
-
-        n = len(x)
-        if self.backend == "torch_compile":
-            # a compiled graph is specialised to one batch size: pad short batches instead of recompiling
-            self._fixed_batch = self._fixed_batch or n
-            if n < self._fixed_batch:
-                x = np.concatenate([x, np.zeros((self._fixed_batch - n, *x.shape[1:]), x.dtype)])
-        t = torch.from_numpy(x)
-        if self.backend == "torch_channels_last":
-            t = t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return self._net(t).float().numpy()[:n]
+        return self.engine.logits(x)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return positive_probability(self.logits(to_input(images, self.model.mean, self.model.std)))
+        return backends.positive_probability(self.engine(images))
+
+    def inference(self) -> dict:
+        """What rows and outputs record about how the probabilities were computed."""
+        return inference_record(self.label, self.precision, self.check)
+
+
+def inference_record(label: str, precision: str, check: dict | None) -> dict:
+    keep = ("max_prob_diff", "label_agreement", "n", "passed", "auc_diff")
+    return {"backend": label, "precision": precision,
+            "check": None if check is None else {k: check[k] for k in keep if k in check}}
+
+
+def choose(model: TilModel, patches: np.ndarray, *, backend: str = AUTO, threads: int | None = None,
+           cache_dir: str | os.PathLike | None = None, onnx_dir: str | os.PathLike | None = None,
+           batch_size: int = 16, candidates=None) -> dict:
+    """The backend to map with: ``backends.choose_backend`` on ``patches`` (held-out real patches of a
+    slide): the fastest label whose check against eager float32 passes, cached in ``cache_dir`` per
+    checkpoint and machine. An explicit ``backend`` is checked but not timed. Returns the choice
+    (``label``, ``precision``, ``checks``, ...)."""
+    check_backend(backend)
+    patches = np.asarray(patches)
+    if not len(patches):
+        raise ValueError("choosing a backend needs at least one tissue patch")
+    kwargs = dict(threads=threads, input_size=model.input_size, mean=model.mean, std=model.std,
+                  export_dir=onnx_dir if onnx_dir is not None else model.path.parent)
+    return backends.choose_backend(model.net, patches[:batch_size], candidates=candidates, check_batch=patches,
+                                   cache_dir=cache_dir, key=f"til_maps-{model.name}-{model.digest[:12]}",
+                                   override=None if backend == AUTO else backend, **kwargs)
+
+
+def predictor_for(model: TilModel, choice: dict, *, threads: int | None = None,
+                  onnx_dir: str | os.PathLike | None = None) -> Predictor:
+    """The predictor a :func:`choose` choice names, carrying the check that allowed it."""
+    return Predictor(model, choice["label"], threads=threads, onnx_dir=onnx_dir,
+                     check=choice["checks"].get(choice["label"]))
 
 
 def onnx_file(model: TilModel, onnx_dir: str | os.PathLike | None = None) -> Path:
-    """Where a checkpoint's ONNX export lives (next to it by default), named by its content."""
-    folder = Path(onnx_dir) if onnx_dir is not None else model.path.parent
-    return folder / f"{model.name}-{model.digest[:12]}.onnx"
-
-
-def export_onnx(model: TilModel, onnx_dir: str | os.PathLike | None = None) -> Path:
-    """The checkpoint's ONNX export, written once (before workers start, so that none exports it again)."""
+    """Where the checkpoint's ONNX export lives (``core.export.cached_onnx``: named by the network's content)."""
     from histolean.core import export
 
-    target = onnx_file(model, onnx_dir)
-    if not target.is_file():
-        export.to_onnx(model.net, model.input_size, target)
-    return target
+    return export.cached_onnx(model.net, model.input_size, onnx_dir if onnx_dir is not None else model.path.parent)
