@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -36,6 +37,12 @@ def test_both_slides_mapped_by_both_models_on_dask(notebook_run):
         done = record["value"]
         geo = json.loads((folder / "til_positive.geojson").read_text())
         assert done["n_positive"] == len(geo["features"]) == r["metrics"]["n_positive"]
+        # the backend that made the map, its precision and the float32 check that allowed it
+        assert r["backend"] == r["setting"]["backend"] == done["backend"] and r["setting"]["requested"] == "auto"
+        assert r["precision"] == done["precision"] in ("fp32", "bf16")
+        assert done["check"]["passed"] is True and r["backend_check"] == done["check"]
+        assert done["check"]["max_prob_diff"] <= 0.03 and done["check"]["label_agreement"] >= 0.98
+    assert len({r["backend"] for r in maps}) == 1  # chosen once, every slide and model on it
 
 
 def test_dask_equals_one_process(notebook_run):
@@ -57,6 +64,12 @@ def test_agreement_and_speed_rows_are_consistent(notebook_run):
         assert m["speedup_min"] <= m["speedup"] <= m["speedup_max"]
         if r["method"] == r["setting"]["reference"]:
             assert m["speedup"] == pytest.approx(1.0)
+        assert r["backend"] == r["setting"]["backend"] and r["precision"] in ("fp32", "bf16")
+        assert "max_prob_diff" in r["backend_check"] and "passed" in r["backend_check"]
+    timed = {r["backend"] for r in speed}
+    assert {r["backend"] for r in _kind(rows, "map")} <= timed  # the maps' backend is in the race
+    if importlib.util.find_spec("openvino") is not None:  # the OpenVINO labels are in the comparison
+        assert "openvino:fp32" in timed
     models = _kind(rows, "model")
     gflops = {r["setting"]["role"]: r["gflops"] for r in models}
     assert gflops["reduced"] < gflops["original"]

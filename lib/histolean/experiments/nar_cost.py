@@ -1,12 +1,22 @@
-"""The glue of notebook 02 (``nar_cost``): its closing claims, computed from its rows.
+"""The glue of notebook 02 (``nar_cost``): the speed of its variants on the deployment backend, and its
+closing claims, computed from its rows.
 
 The methods it tours live in :mod:`histolean.methods.nar` (NAR, IR) and :mod:`histolean.core.flops`
 (the paper's FLOP formula). Row vocabulary: ``flop_reduction`` = FLOPs(original) / FLOPs(variant)
-(>= 1 when the variant is cheaper; ``paper_flop_reduction`` the same from the paper's GFLOPs) and
-``metrics.speedup`` = the original's time / the variant's time, measured side by side.
+(>= 1 when the variant is cheaper; ``paper_flop_reduction`` the same from the paper's GFLOPs),
+``metrics.speedup`` = the original's time / the variant's time on the deployment backend (``backend``,
+``precision``: chosen by :func:`histolean.core.backends.choose_backend`), ``metrics.speedup_eager_fp32``
+the same in eager float32 torch, timed in the same interleaved run, and ``metrics.speed_efficiency``
+(``_eager_fp32``) = speed-up / flop_reduction: 1 when a variant runs as much faster as it has fewer FLOPs.
 """
 
 from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
 
 from histolean.study import published
 from histolean.study.claims import FAILS, HOLDS, NOT_RESOLVED, NOT_TESTABLE, Claim, within
@@ -19,6 +29,65 @@ GFLOPS_MARGIN = 0.02        # stride-first ResNet50V2 against Table 3 (the noteb
 THEORY_MARGIN = 0.07        # a NAR step's FLOP reduction against (alpha beta^2 gamma^2)^phi
 INCEPTION_MARGIN = 0.10     # Inception V4: the paper's layout and depth rounding are not published
 PARAMS_MARGIN = 0.005       # ResNet50V2 parameters against Table 1 (Keras total, with BN statistics)
+EFFICIENCY_GOAL = 0.8       # issue 19: every variant's speed-up at least 0.8 x its FLOP reduction
+EAGER = "torch"             # the eager float32 label every variant is also timed on
+
+
+# Speed on the deployment backend, beside eager float32 ---------------------------------------------
+def _recording(fn: Callable, log: list) -> Callable:
+    """``fn`` that appends the seconds of each of its calls to ``log``: per-round times for paired ratios."""
+    def call():
+        t0 = time.perf_counter()
+        fn()
+        log.append(time.perf_counter() - t0)
+    return call
+
+
+def time_on_backends(networks: dict, label: str, *, batch_size: int, repeats: int, warmup: int = 1,
+                     threads: int | None = None, export_dir=None, seed: int = 0,
+                     reference: str = "original") -> dict[str, dict]:
+    """Every network of ``networks`` (variant name -> (module, input size)) on backend ``label`` and in
+    eager float32, all timed in ONE interleaved :func:`histolean.core.measure.compare_speed` run.
+
+    Per variant: ``per_s`` and ``per_s_eager_fp32`` (patches/s, median round), ``speedup`` on ``label``
+    and ``speedup_eager_fp32`` against ``reference`` on the same backend (the median over rounds of the
+    paired ratio reference time / variant time, with ``_min`` and ``_max``). Where ``label`` is eager
+    torch itself each network is timed once and both columns are the same numbers.
+    """
+    from histolean.core import backends, measure
+
+    rng = np.random.default_rng(seed)
+    labels = [label] if label == EAGER else [label, EAGER]
+    calls, logs = {}, {}
+    for name, (module, size) in networks.items():
+        x = rng.standard_normal((batch_size, 3, int(size), int(size))).astype(np.float32)  # already normalised
+        for text in labels:
+            predict = backends.make_predictor(module, text, threads=threads, input_size=int(size),
+                                              export_dir=export_dir, batch_size=batch_size)
+            log = logs[(name, text)] = []
+            calls[f"{name}@{text}"] = _recording(lambda p=predict, x=x: p(x), log)
+    timing = measure.compare_speed(calls, repeats=repeats, warmup=warmup, items_per_call=batch_size)
+
+    def paired(name: str, text: str) -> dict:
+        ref, own = logs[(reference, text)][warmup:], logs[(name, text)][warmup:]
+        ratios = [a / b for a, b in zip(ref, own)]
+        return {"speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios)}
+
+    out = {}
+    for name in networks:
+        on, eager = paired(name, label), paired(name, EAGER)
+        out[name] = {"per_s": timing[f"{name}@{label}"]["per_s"],
+                     "per_s_eager_fp32": timing[f"{name}@{EAGER}"]["per_s"],
+                     **on, **{f"{k}_eager_fp32": v for k, v in eager.items()},
+                     "batch_size": batch_size, "repeats": repeats, "warmup": warmup}
+    return out
+
+
+def speed_efficiency(speedup: float | None, flop_reduction: float | None) -> float | None:
+    """Measured speed-up / FLOP reduction (None where either is missing)."""
+    if speedup is None or not flop_reduction:
+        return None
+    return float(speedup) / float(flop_reduction)
 
 
 def _level(row: dict) -> int:
@@ -119,13 +188,53 @@ def fewer_flops_run_faster(rows: list[dict], model: str) -> Claim:
               f"{scale.get('throughput_repeats')} interleaved rounds")
 
 
+def efficiency_on_deployment_backend(rows: list[dict]) -> Claim:
+    """Issue 19's goal: every NAR/IR variant at >= 0.8 speed efficiency on the deployment backend."""
+    timed = [r for r in rows if r["method"] != "original" and r["metrics"].get("speed_efficiency") is not None]
+    rule = (f"holds if every timed NAR/IR variant's speed efficiency on the deployment backend (speed-up / FLOP "
+            f"reduction) is >= {EFFICIENCY_GOAL} in every interleaved round (speed-up min / FLOP reduction); fails if "
+            f"any variant is below {EFFICIENCY_GOAL} in every round (speed-up max / FLOP reduction); else not resolved")
+    base = dict(paper="issue 19 (deployment goal)",
+                claim=f"every variant reaches >= {EFFICIENCY_GOAL} speed efficiency on the deployment backend",
+                paper_value=f">= {EFFICIENCY_GOAL} for every variant (a goal, not a paper result)", rule=rule)
+    if not timed:
+        return Claim(**base, ours="no variant timed in this run", verdict=NOT_TESTABLE, scale="-")
+    lows = {_name(r): r["metrics"]["speedup_min"] / r["flop_reduction"] for r in timed}
+    highs = {_name(r): r["metrics"]["speedup_max"] / r["flop_reduction"] for r in timed}
+    short = [r for r in timed if r["metrics"]["speed_efficiency"] < EFFICIENCY_GOAL]
+    verdict = (FAILS if any(h < EFFICIENCY_GOAL for h in highs.values())
+               else HOLDS if all(v >= EFFICIENCY_GOAL for v in lows.values()) else NOT_RESOLVED)
+    backends_used = sorted({f"{r.get('backend')} ({r.get('precision')})" for r in timed})
+    worst = min(timed, key=lambda r: r["metrics"]["speed_efficiency"])
+    ours = (f"on {', '.join(backends_used)}: {len(timed) - len(short)} of {len(timed)} variants at >= "
+            f"{EFFICIENCY_GOAL} (median); lowest {_name(worst)} {worst['metrics']['speed_efficiency']:.2f}"
+            + ("; short: " + ", ".join(f"{_name(r)} {r['metrics']['speed_efficiency']:.2f} (eager fp32 "
+                                         f"{_fmt(r['metrics'].get('speed_efficiency_eager_fp32'))})" for r in short)
+               if short else ""))
+    lo, hi = min(lows.values()), max(highs.values())
+    scale = timed[0].get("scale", {})
+    return Claim(**base, ours=ours, verdict=verdict, interval=(lo, hi),
+                 scale=f"{timed[0].get('device', '?')}, batch {scale.get('throughput_batch')}, "
+                       f"{scale.get('throughput_repeats')} interleaved rounds",
+                 note="random weights; the interval spans the lowest round of any variant to the highest of any")
+
+
+def _name(row: dict) -> str:
+    return " ".join([row["model"], row["method"], *(f"{k}={v}" for k, v in row["setting"].items())])
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 _SPEED_RULE = ("holds if the speed-up (original time / variant time) is above 1 in every interleaved round "
                "(min > 1); fails if below 1 in every round (max < 1); else not resolved")
 
 
 def paper_claims(rows: list[dict]) -> list[Claim]:
-    """The paper's cost claims (exact counts against its tables) and, per timed network, speed."""
+    """The paper's cost claims (exact counts against its tables), per timed network speed, and issue 19's
+    speed-efficiency goal on the deployment backend."""
     rows = [r for r in rows if r.get("kind", "variant") != "claim"]
     timed = dict.fromkeys(r["model"] for r in rows if r["metrics"].get("speedup"))  # in the rows' order
     return [resnet_gflops(rows), nar_halves_flops(rows), inception_gflops(rows), resnet_params(rows),
-            *(fewer_flops_run_faster(rows, model) for model in timed)]
+            *(fewer_flops_run_faster(rows, model) for model in timed), efficiency_on_deployment_backend(rows)]

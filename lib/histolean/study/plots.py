@@ -63,15 +63,26 @@ def speedup_vs_flop_reduction(frame) -> plt.Figure:
     """Measured speed-up over the original (median of interleaved rounds, bars from min to max) against the
     FLOP reduction, one marker per model and one colour per method; on the dotted diagonal a variant runs
     exactly as much faster as it has fewer FLOPs. ``frame``: rows with model, method, flop_reduction
-    (FLOPs(original) / FLOPs(variant)), speedup, speedup_min, speedup_max; the original's own row is left out."""
+    (FLOPs(original) / FLOPs(variant)), speedup, speedup_min, speedup_max (on the deployment backend, named
+    by a ``backend`` column when there is one) and, where present, ``speedup_eager_fp32`` (drawn as open
+    markers: the same variants in eager float32); the original's own row is left out."""
     fig, ax = plt.subplots(figsize=(6, 5))
     variants = frame[frame["method"] != "original"]
     markers = dict(zip(dict.fromkeys(variants["model"]), "o^sDvP*X"))
+    eager = "speedup_eager_fp32" in variants and variants["speedup_eager_fp32"].notna().any()
     for (model, method), part in variants.groupby(["model", "method"], sort=False):
         err = np.vstack([part["speedup"] - part["speedup_min"], part["speedup_max"] - part["speedup"]])
+        on = f" on {part['backend'].iloc[0]}" if "backend" in part and part["backend"].notna().any() else ""
+        colour = METHOD_COLOURS.get(method, "grey")
         ax.errorbar(part["flop_reduction"], part["speedup"], yerr=err, fmt=markers.get(model, "o"),
-                    color=METHOD_COLOURS.get(method, "grey"), capsize=3, label=f"{model} {method.upper()}")
-    top = float(max(frame["flop_reduction"].max(), frame["speedup_max"].max(), 2)) * 1.1
+                    color=colour, capsize=3, label=f"{model} {method.upper()}{on}")
+        if eager:
+            ax.plot(part["flop_reduction"], part["speedup_eager_fp32"], markers.get(model, "o"), mfc="none",
+                    color=colour, label=f"{model} {method.upper()} eager fp32")
+    highest = [frame["flop_reduction"].max(), frame["speedup_max"].max(), 2]
+    if eager:
+        highest.append(variants["speedup_eager_fp32"].max())
+    top = float(max(highest)) * 1.1
     ax.plot([1, top], [1, top], ":", color="grey", label="speed-up = FLOP reduction")
     log2_axis(ax, "x")
     log2_axis(ax, "y")
