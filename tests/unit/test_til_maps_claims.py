@@ -110,6 +110,16 @@ def test_default_backend_claim_needs_the_maps_backend_timed():
     assert claim(ov, "the backend the maps use").verdict == NOT_TESTABLE
 
 
+def test_default_backend_claim_is_per_model():
+    # the original's maps on eager torch (slower than onnxruntime there): the choice lost for one model
+    mixed = [dict(r, setting={**r["setting"], "backend": "torch"})
+             if r["kind"] == "map" and r["setting"]["role"] == "original" else r for r in rows()]
+    c = claim(mixed, "the backend the maps use")
+    assert c.verdict == NOT_RESOLVED and "original: torch" in c.rule and "reduced: onnxruntime" in c.rule
+    both = [dict(r, setting={**r["setting"], "backend": "torch"}) if r["kind"] == "map" else r for r in rows()]
+    assert claim(both, "the backend the maps use").verdict == FAILS
+
+
 @pytest.mark.parametrize("share, verdict", [(0.95, HOLDS), (0.7, FAILS)])
 def test_end_to_end_claim(share, verdict):
     assert claim(rows(share=share), "reading overlaps").verdict == verdict
