@@ -98,10 +98,32 @@ def test_speed_is_measured_side_by_side_with_the_original(variant_rows, notebook
         assert m["patches_per_s_min"] <= m["patches_per_s"] <= m["patches_per_s_max"]
         assert m["speedup_min"] <= m["speedup"] <= m["speedup_max"]
     assert _row(variant_rows, "resnet50v2", "original")["metrics"]["speedup"] == 1.0
+    assert _row(variant_rows, "resnet50v2", "original")["metrics"]["speedup_eager_fp32"] == 1.0
     assert all(not r["metrics"] for r in variant_rows if not r["scale"]["timed"])
     out = notebook_run[1]
     for figure in ("gflops_vs_level", "speedup_vs_flop_reduction"):
         assert (out / "figures" / f"nar_cost__{figure}.png").stat().st_size > 10_000
+
+
+def test_every_timed_row_names_its_backend_and_precision_and_its_speed_efficiency(variant_rows):
+    from histolean.core import backends
+
+    timed = [r for r in variant_rows if r["scale"]["timed"]]
+    assert len({(r["backend"], r["precision"]) for r in timed}) == 1   # chosen once per network family
+    for r in timed:
+        assert r["backend"] in backends.available(include_compile=True) and r["precision"] in ("fp32", "bf16")
+        assert backends.parse_label(r["backend"])[0] in backends.BACKENDS
+        assert r["backend_check"]["passed"] is True and r["backend_check"]["max_prob_diff"] <= 0.03
+        m = r["metrics"]
+        assert m["speed_efficiency"] == pytest.approx(m["speedup"] / r["flop_reduction"])
+        assert m["speed_efficiency_eager_fp32"] == pytest.approx(m["speedup_eager_fp32"] / r["flop_reduction"])
+        assert m["speedup_eager_fp32_min"] <= m["speedup_eager_fp32"] <= m["speedup_eager_fp32_max"]
+        assert m["patches_per_s_eager_fp32"] > 0
+    original = _row(variant_rows, "resnet50v2", "original")
+    # what the choice measured: patches/s of the original on every backend that passed its check, in one run
+    assert original["backend"] in original["backend_per_s"] or original["backend_chosen_by"] == "override"
+    assert set(original["backend_per_s"]) <= set(original["backend_checks"])
+    assert all(c["passed"] for label, c in original["backend_checks"].items() if label in original["backend_per_s"])
 
 
 def test_speedup_and_flop_reduction_point_the_same_way(variant_rows):
@@ -113,11 +135,14 @@ def test_speedup_and_flop_reduction_point_the_same_way(variant_rows):
 
 def test_the_closing_claims_are_recorded(notebook_rows):
     claims = {c["claim"]: c for c in notebook_rows if c["kind"] == "claim"}
-    assert len(claims) == 5        # four cost claims, one speed claim per timed network (smoke: ResNet50V2)
+    # four cost claims, one speed claim per timed network (smoke: ResNet50V2), issue 19's speed-efficiency goal
+    assert len(claims) == 6
     for c in claims.values():
         assert c["verdict"] in VERDICTS and c["rule"] and c["scale"]
     speed = [c for name, c in claims.items() if name.startswith("fewer FLOPs run faster")]
-    costs = [c for c in claims.values() if c not in speed]
+    [efficiency] = [c for name, c in claims.items() if "speed efficiency" in name]
+    assert efficiency["paper"].startswith("issue 19") and "0.8" in efficiency["rule"]
+    costs = [c for c in claims.values() if c not in speed and c is not efficiency]
     assert len(speed) == 1 and speed[0]["interval"][0] <= speed[0]["interval"][1]
     for c in costs:    # exact counts: the same on every machine
         assert c["verdict"] == HOLDS, (c["claim"], c["ours"], c["rule"])

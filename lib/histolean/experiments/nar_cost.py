@@ -49,7 +49,8 @@ def time_on_backends(networks: dict, label: str, *, batch_size: int, repeats: in
     """Every network of ``networks`` (variant name -> (module, input size)) on backend ``label`` and in
     eager float32, all timed in ONE interleaved :func:`histolean.core.measure.compare_speed` run.
 
-    Per variant: ``per_s`` and ``per_s_eager_fp32`` (patches/s, median round), ``speedup`` on ``label``
+    Per variant: ``per_s`` (with ``per_s_min``/``per_s_max`` over rounds) and ``per_s_eager_fp32``
+    (patches/s, median round), ``speedup`` on ``label``
     and ``speedup_eager_fp32`` against ``reference`` on the same backend (the median over rounds of the
     paired ratio reference time / variant time, with ``_min`` and ``_max``). Where ``label`` is eager
     torch itself each network is timed once and both columns are the same numbers.
@@ -76,8 +77,9 @@ def time_on_backends(networks: dict, label: str, *, batch_size: int, repeats: in
     out = {}
     for name in networks:
         on, eager = paired(name, label), paired(name, EAGER)
-        out[name] = {"per_s": timing[f"{name}@{label}"]["per_s"],
-                     "per_s_eager_fp32": timing[f"{name}@{EAGER}"]["per_s"],
+        on_t, eager_t = timing[f"{name}@{label}"], timing[f"{name}@{EAGER}"]
+        out[name] = {"per_s": on_t["per_s"], "per_s_min": batch_size / on_t["max_s"],
+                     "per_s_max": batch_size / on_t["min_s"], "per_s_eager_fp32": eager_t["per_s"],
                      **on, **{f"{k}_eager_fp32": v for k, v in eager.items()},
                      "batch_size": batch_size, "repeats": repeats, "warmup": warmup}
     return out
