@@ -80,7 +80,8 @@ def time_on_backends(networks: dict, label: str, *, batch_size: int, repeats: in
         on_t, eager_t = timing[f"{name}@{label}"], timing[f"{name}@{EAGER}"]
         out[name] = {"per_s": on_t["per_s"], "per_s_min": batch_size / on_t["max_s"],
                      "per_s_max": batch_size / on_t["min_s"], "per_s_eager_fp32": eager_t["per_s"],
-                     **on, **{f"{k}_eager_fp32": v for k, v in eager.items()},
+                     **on, "speedup_eager_fp32": eager["speedup"], "speedup_eager_fp32_min": eager["speedup_min"],
+                     "speedup_eager_fp32_max": eager["speedup_max"],
                      "batch_size": batch_size, "repeats": repeats, "warmup": warmup}
     return out
 

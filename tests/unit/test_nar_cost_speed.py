@@ -1,0 +1,29 @@
+"""nar_cost's speed on the deployment backend beside eager float32: structure only (timings vary)."""
+
+from __future__ import annotations
+
+import pytest
+
+from histolean import arch, models
+from histolean.experiments import nar_cost
+
+
+@pytest.mark.parametrize("label", ["onnxruntime", "torch"])
+def test_every_network_is_timed_on_the_backend_and_in_eager_fp32_in_one_run(label):
+    net = models.build(arch.tiny(num_classes=2, input_size=32), seed=0).eval()
+    out = nar_cost.time_on_backends({"original": (net, 32), "ir k=1": (net, 24)}, label, batch_size=2, repeats=2)
+    assert set(out) == {"original", "ir k=1"}
+    for t in out.values():
+        assert t["per_s_min"] <= t["per_s"] <= t["per_s_max"] and t["per_s_eager_fp32"] > 0
+        assert t["speedup_min"] <= t["speedup"] <= t["speedup_max"]
+        assert t["speedup_eager_fp32_min"] <= t["speedup_eager_fp32"] <= t["speedup_eager_fp32_max"]
+        assert (t["batch_size"], t["repeats"]) == (2, 2)
+    # paired against the original on the same backend: the original's own ratio is exactly 1
+    assert out["original"]["speedup"] == out["original"]["speedup_eager_fp32"] == 1.0
+    if label == "torch":  # eager is the backend: one timing, the same numbers in both columns
+        assert out["ir k=1"]["speedup"] == out["ir k=1"]["speedup_eager_fp32"]
+
+
+def test_speed_efficiency_is_speedup_over_flop_reduction():
+    assert nar_cost.speed_efficiency(3.0, 4.0) == 0.75
+    assert nar_cost.speed_efficiency(None, 4.0) is None and nar_cost.speed_efficiency(2.0, None) is None
