@@ -59,6 +59,17 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _backend_label(text: str) -> str:
+    """--backend checked when parsed (imported here: the other commands need no torch)."""
+    from histolean.experiments.til_maps.predict import check_backend
+
+    try:
+        check_backend(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _cmd_tilmap(args) -> int:
     from histolean.experiments import til_maps
 
@@ -108,8 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--url-base", default=None, help="mirror to download from instead of the official URL")
     dat.set_defaults(func=_cmd_data)
 
-    from histolean.experiments.til_maps.predict import BACKENDS, DEFAULT_BACKEND
-
     til = sub.add_parser("tilmap", help="TIL maps of whole slides with a trained patch classifier (resumable)")
     til.add_argument("slides", nargs="+", metavar="SLIDE_OR_FOLDER", help="slide files, or folders of slides")
     til.add_argument("--model", required=True, metavar="CHECKPOINT", help="a checkpoint written by save_model")
@@ -121,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "or 'none' (this process)")
     til.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     til.add_argument("--threads", type=int, default=None, help="threads per worker (default: cores / workers)")
-    til.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                     help=f"inference backend label (default {DEFAULT_BACKEND}: the fastest backend whose float32 "
-                          "check passes, measured on the first slide's patches and cached under --out)")
+    til.add_argument("--backend", type=_backend_label, default="auto", metavar="LABEL",
+                     help="inference backend: auto (default: the fastest backend whose float32 check passes, "
+                          "measured on the first slide's patches and cached under --out) or a label of "
+                          "histolean.core.backends: torch, torch_channels_last, torch_bf16, torch_compile, "
+                          "onnxruntime, openvino (the CPU's precision), openvino:fp32, openvino:bf16")
     til.add_argument("--batch-size", type=int, default=32)
     til.add_argument("--max-patches", type=int, default=None, help="cap of patches per slide, evenly spread")
     til.add_argument("--threshold", type=float, default=0.5, help="probability that counts as TIL-positive")

@@ -58,17 +58,15 @@ def load_til_model(path: str | os.PathLike) -> TilModel:
 
 
 def to_input(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """uint8 (b, h, w, 3) -> normalised float32 (b, 3, h, w), as ``train.ArrayDataset`` feeds training."""
-    x = images.astype(np.float32) / 255.0
-    x = (x - mean) / std
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """uint8 (b, h, w, 3) -> normalised float32 (b, 3, h, w), as ``train.ArrayDataset`` feeds training
+    (``core.backends.to_input``, which every backend uses)."""
+    from histolean.core import backends
+
+    return backends.to_input(images, mean, std)
 
 
 def positive_probability(logits: np.ndarray) -> np.ndarray:
-    """P(TIL) from (b, 2) logits (softmax) or (b, 1) (sigmoid), in float64."""
-    from scipy.special import expit, softmax
+    """P(TIL) from (b, 2) logits (softmax) or (b, 1) (sigmoid), in float64 (``core.backends``')."""
+    from histolean.core import backends
 
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.ndim == 2 and logits.shape[1] > 1:
-        return softmax(logits, axis=1)[:, 1]
-    return expit(logits.reshape(-1))
+    return backends.positive_probability(logits)
