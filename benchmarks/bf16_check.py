@@ -146,7 +146,9 @@ def print_report(result: dict) -> None:
         for i, s in enumerate(v["seeds"]):
             print(f"| {vid} | {s} | {v['test_auc']['fp32'][i]:.4f} | {v['test_auc']['bf16'][i]:.4f} | "
                   f"{v['paired_diff'][i]:+.4f} |")
-    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.4f}"
+
     print("\n| variant | mean diff | min | max | sd diff | sd AUC fp32 over seeds | s/epoch fp32 | s/epoch bf16 |"
           " precision recorded |\n|---|---|---|---|---|---|---|---|---|")
     for vid, v in result["variants"].items():
