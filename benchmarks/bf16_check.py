@@ -148,6 +148,7 @@ def print_report(result: dict) -> None:
                   f"{v['paired_diff'][i]:+.4f} |")
     def fmt(x):
         return "n/a" if x is None else f"{x:.4f}"
+
     print("\n| variant | mean diff | min | max | sd diff | sd AUC fp32 over seeds | s/epoch fp32 | s/epoch bf16 |"
           " precision recorded |\n|---|---|---|---|---|---|---|---|---|")
     for vid, v in result["variants"].items():
