@@ -113,7 +113,7 @@ def to_input(batch, mean=NORM_MEAN, std=NORM_STD) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None):
+def torch_threads(threads: int | None):
     """torch's intra-op threads set to ``threads`` for one call (no change, no cost, when equal)."""
     before = torch.get_num_threads()
     if not threads or int(threads) == before:
@@ -193,7 +193,7 @@ class Predictor:
         t = torch.from_numpy(x).to(self._device)
         if self.backend in ("torch_channels_last", "torch_bf16"):
             t = t.contiguous(memory_format=torch.channels_last)
-        with _torch_threads(self.threads), torch.inference_mode(), precisions.autocast(self.precision,
+        with torch_threads(self.threads), torch.inference_mode(), precisions.autocast(self.precision,
                                                                                         self._device.type):
             return self._net(t).float().cpu().numpy()
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from histolean.core import backends
 # torch's thread count set for a block and restored after (one helper for the library)
-from histolean.core.backends import _torch_threads as torch_threads  # noqa: F401
+from histolean.core.backends import torch_threads  # noqa: F401 (re-exported: the workers set it)
 from histolean.experiments.til_maps.model import TilModel
 
 AUTO = "auto"
