@@ -104,11 +104,17 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(images, labels, batch_size: int = 32, shuffle: bool = False, augment: bool = False,
                 seed: int = 0, size: int | None = None, num_workers: int = 0) -> DataLoader:
-    """A DataLoader over uint8 image arrays, reproducible for a given seed (``fit`` reseeds it)."""
+    """A DataLoader over uint8 image arrays, reproducible for a given seed (``fit`` reseeds it).
+
+    Workers start from a fork server, not by forking this process: a process that already runs
+    OpenVINO, ONNX Runtime or TensorFlow threads (a notebook, the test session) can crash in a
+    forked child.
+    """
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(ArrayDataset(images, labels, augment=augment, size=size, seed=seed),
                       batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=num_workers,
                       worker_init_fn=_seed_worker if num_workers > 0 else None,
+                      multiprocessing_context="forkserver" if num_workers > 0 else None,
                       pin_memory=torch.cuda.is_available())
 
 
