@@ -122,3 +122,64 @@ def test_rank_auc_matches_sklearn_and_paired_verdicts():
     assert metrics.paired_auc_difference(y, good, noise, n_boot=200)["same_auc"] == "higher"
     small = metrics.paired_auc_difference(y[:20], good[:20] + rng.normal(0, 0.5, 20), good[:20], n_boot=200)
     assert small["same_auc"] == "not resolved"
+
+
+# --------------------------------------------------------------------------- clustered (image-level) bootstrap
+
+def _clustered(n_images=12, per_image=20, seed=0):
+    """Windows that share their image's label mix and score offset: alike within an image."""
+    rng = np.random.default_rng(seed)
+    y, score, groups = [], [], []
+    for g in range(n_images):
+        share, offset = rng.uniform(0.1, 0.9), rng.normal(0, 1.0)
+        labels = (rng.random(per_image) < share).astype(int)
+        y.append(labels)
+        score.append(offset + 0.8 * labels + rng.normal(0, 0.3, per_image))
+        groups.append(np.full(per_image, g))
+    return np.concatenate(y), 1 / (1 + np.exp(-np.concatenate(score))), np.concatenate(groups)
+
+
+def test_image_level_interval_is_wider_than_the_window_level_one_on_clustered_data():
+    y, p, g = _clustered()
+    windows = metrics.auc_with_ci(y, p, n_boot=400)
+    images = metrics.auc_with_ci(y, p, n_boot=400, groups=g)
+    assert images["auc"] == windows["auc"]
+    assert (images["auc_ci_hi"] - images["auc_ci_lo"]) > 1.5 * (windows["auc_ci_hi"] - windows["auc_ci_lo"])
+    assert (images["ci_unit"], images["n_groups"], images["n_items"]) == ("group", 12, 240)
+    assert (windows["ci_unit"], windows["n_groups"]) == ("item", None)
+
+
+def test_cluster_resamples_draw_whole_groups_and_pair_on_one_seed():
+    g = np.array([0, 0, 0, 1, 2, 2])
+    for idx in metrics.bootstrap_indices(6, 20, seed=3, groups=g):
+        drawn = g[idx]
+        for k in np.unique(drawn):  # every drawn group comes whole, possibly several times
+            assert (drawn == k).sum() % (g == k).sum() == 0
+    first = [i.tolist() for i in metrics.bootstrap_indices(6, 5, seed=3, groups=g)]
+    assert first == [i.tolist() for i in metrics.bootstrap_indices(6, 5, seed=3, groups=g)]
+    with pytest.raises(ValueError, match="5 ids for 6 items"):
+        next(metrics.bootstrap_indices(6, 1, groups=g[:5]))
+
+
+def test_paired_difference_over_images_can_leave_a_window_level_verdict_unresolved():
+    y, p, g = _clustered(n_images=8, per_image=30, seed=1)
+    rng = np.random.default_rng(2)
+    image_noise = rng.normal(0, 0.8, 8)[g]  # the second network errs by image, not by window
+    q = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + image_noise)))
+    by_window = metrics.paired_auc_difference(y, q, p, n_boot=400)
+    by_image = metrics.paired_auc_difference(y, q, p, n_boot=400, groups=g)
+    assert by_image["auc_diff"] == by_window["auc_diff"]
+    width = lambda d: d["auc_diff_ci_hi"] - d["auc_diff_ci_lo"]  # noqa: E731
+    assert width(by_image) > width(by_window)
+    assert by_image["n_groups"] == 8
+
+
+def test_mean_with_ci_over_images_and_units_to_resolve():
+    res = metrics.mean_with_ci([0.1, 0.2, 0.3, float("nan")], n_boot=300)
+    assert res["mean"] == pytest.approx(0.2) and res["n"] == 3 and res["n_undefined"] == 1
+    assert res["ci_lo"] < 0.2 < res["ci_hi"]
+    # +-0.03 around -0.01 with 39 images: to exclude 0 needs ~9x the images, to sit inside +-0.02 ~4x
+    assert metrics.units_to_resolve(-0.04, 0.02, 39) == 351
+    assert metrics.units_to_resolve(-0.04, 0.02, 39, margin=0.02) == 39 * 9
+    assert metrics.units_to_resolve(-0.04, 0.02, 39, margin=0.005) is None  # the point is outside the margin
+    assert metrics.units_to_resolve(-0.03, 0.03, 39) is None  # centred on 0: no number of images decides

@@ -2,8 +2,9 @@
 
 Classification metrics wrap scikit-learn so the numbers are the ones the
 field computes; the bootstrap gives a percentile confidence interval
-(:func:`auc_with_ci` / :func:`paired_auc_difference`: over test patches, for the
-mean AUC of several training runs and the paired difference of two networks).
+(:func:`auc_with_ci` / :func:`paired_auc_difference`: over test patches or, with ``groups``,
+over their source images or patients, for the mean AUC of several training runs and the paired
+difference of two networks; :func:`mean_with_ci` for per-image scores).
 """
 
 from __future__ import annotations
@@ -45,17 +46,39 @@ def classification_metrics(y_true, prob, loss: float | None = None, threshold: f
     return out
 
 
+def bootstrap_indices(n: int, n_boot: int, seed: int = 0, groups=None):
+    """Index arrays of ``n_boot`` bootstrap resamples of ``n`` items, yielded one by one.
+
+    Without ``groups`` every item is drawn independently. With ``groups`` (one id per item:
+    the source image, slide or patient) whole groups are drawn with replacement and each
+    brings all its items (a cluster bootstrap), so items that are alike because they share a
+    source do not count as independent evidence. The same ``seed`` gives the same resamples,
+    which pairs two networks scored on the same items.
+    """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        for _ in range(n_boot):
+            yield rng.integers(0, n, n)
+        return
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups has {groups.size} ids for {n} items")
+    codes = np.unique(groups, return_inverse=True)[1].ravel()
+    members = [np.flatnonzero(codes == g) for g in range(int(codes.max()) + 1)] if n else []
+    for _ in range(n_boot):
+        yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
 def bootstrap_ci(y_true, prob, metric=auc, n_boot: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+                 seed: int = 0, groups=None) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of ``metric(y_true, prob)``.
 
+    ``groups``: resample whole groups (source images, patients), see :func:`bootstrap_indices`.
     Resamples that hold a single class are skipped for AUC (undefined there).
     """
     y_true, prob = _check_binary(y_true, prob)
-    rng = np.random.default_rng(seed)
     values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, y_true.size, y_true.size)
+    for idx in bootstrap_indices(y_true.size, n_boot, seed, groups):
         v = metric(y_true[idx], prob[idx])
         if np.isfinite(v):
             values.append(v)
@@ -65,9 +88,39 @@ def bootstrap_ci(y_true, prob, metric=auc, n_boot: int = 1000, level: float = 0.
     return float(lo), float(hi)
 
 
+def mean_with_ci(values, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Mean of per-unit values (one per test image: Dice, AJI, a paired difference) with a percentile
+    bootstrap CI over the units; NaN values (undefined for that unit) are left out, and counted."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    kept = values[np.isfinite(values)]
+    if kept.size == 0:
+        return {"mean": float("nan"), "ci_lo": float("nan"), "ci_hi": float("nan"), "n": 0,
+                "n_undefined": int(values.size)}
+    means = [kept[idx].mean() for idx in bootstrap_indices(kept.size, n_boot, seed)]
+    lo, hi = np.percentile(means, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return {"mean": float(kept.mean()), "ci_lo": float(lo), "ci_hi": float(hi), "n": int(kept.size),
+            "n_undefined": int(values.size - kept.size)}
+
+
+def units_to_resolve(lo: float, hi: float, n_units: int, margin: float | None = None) -> int | None:
+    """A rough number of test units (images, patients) that would resolve an unresolved interval.
+
+    Assumes the interval's half-width shrinks as 1/sqrt(units) around the same point. For a
+    directional question (``margin`` None) the half-width must fall below |point|; for "the same
+    within +-margin" below ``margin - |point|``. None when no number of units would do it
+    (the point itself sits at 0, or outside the margin).
+    """
+    point, half = (lo + hi) / 2, (hi - lo) / 2
+    target = abs(point) if margin is None else margin - abs(point)
+    if not np.isfinite(half) or half <= 0 or target <= 0:
+        return None
+    return int(np.ceil(n_units * (half / target) ** 2))
+
+
 # --------------------------------------------------------------------------- AUC over runs, paired bootstrap
 # Several training runs scored on one test set: the mean-over-runs AUC with a percentile bootstrap CI over
-# test patches, and the paired difference of two networks on the same resamples.
+# test patches (or over their source images, ``groups``), and the paired difference of two networks on the
+# same resamples.
 
 def _rank_auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """ROC AUC of each row of ``scores`` (B, N) against labels ``y`` (B, N), ties averaged; NaN if one class."""
@@ -81,10 +134,13 @@ def _rank_auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.where((n1 > 0) & (n0 > 0), auc, np.nan)
 
 
-def _bootstrap_mean_auc(y, probs, n_boot: int, seed: int, chunk: int = 250):
-    """Mean-over-runs AUC on ``n_boot`` resamples of the patches (same resamples for every seed call)."""
+def _bootstrap_mean_auc(y, probs, n_boot: int, seed: int, chunk: int = 250, groups=None):
+    """Mean-over-runs AUC on ``n_boot`` resamples (same resamples for every call with one seed)."""
     y = np.asarray(y, dtype=np.int64)
     probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+    if groups is not None:  # resamples differ in size: one at a time
+        return np.array([np.mean(_rank_auc(np.broadcast_to(y[idx], (len(probs), idx.size)), probs[:, idx]))
+                         for idx in bootstrap_indices(y.size, n_boot, seed, groups)])
     rng = np.random.default_rng(seed)
     values = []
     for start in range(0, n_boot, chunk):
@@ -93,28 +149,40 @@ def _bootstrap_mean_auc(y, probs, n_boot: int, seed: int, chunk: int = 250):
     return np.concatenate(values)
 
 
-def auc_with_ci(y, probs, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
-    """Mean AUC over runs (rows of ``probs``), sd over runs, and a percentile bootstrap CI over patches."""
+def _resampling(y, groups) -> dict:
+    n_groups = None if groups is None else int(np.unique(np.asarray(groups)).size)
+    return {"ci_unit": "item" if groups is None else "group", "n_items": int(np.asarray(y).size),
+            "n_groups": n_groups}
+
+
+def auc_with_ci(y, probs, n_boot: int = 1000, level: float = 0.95, seed: int = 0, groups=None) -> dict:
+    """Mean AUC over runs (rows of ``probs``), sd over runs, and a percentile bootstrap CI.
+
+    The CI resamples test items, or with ``groups`` their source images / patients
+    (:func:`bootstrap_indices`); ``ci_unit``, ``n_items`` and ``n_groups`` say which.
+    """
     probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
     y = np.asarray(y, dtype=np.int64)
     per_run = _rank_auc(np.broadcast_to(y, probs.shape), probs)
-    boot = _bootstrap_mean_auc(y, probs, n_boot, seed)
+    boot = _bootstrap_mean_auc(y, probs, n_boot, seed, groups=groups)
     lo, hi = np.nanpercentile(boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return {"auc": float(per_run.mean()), "auc_sd": float(per_run.std(ddof=1)) if len(per_run) > 1 else None,
-            "auc_runs": [float(a) for a in per_run], "auc_ci_lo": float(lo), "auc_ci_hi": float(hi)}
+            "auc_runs": [float(a) for a in per_run], "auc_ci_lo": float(lo), "auc_ci_hi": float(hi),
+            **_resampling(y, groups)}
 
 
 def paired_auc_difference(y, probs, reference_probs, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                          margin: float = 0.02) -> dict:
-    """AUC(variant) - AUC(reference) on the same test patches, with a paired bootstrap CI.
+                          margin: float = 0.02, groups=None) -> dict:
+    """AUC(variant) - AUC(reference) on the same test items, with a paired bootstrap CI.
 
-    Both networks are scored on the same resamples (same seed), so patch-to-patch difficulty
-    cancels. ``same_auc``: "supported" when the whole CI lies within +-``margin``; "lower" /
-    "higher" when it excludes 0 on that side; otherwise "not resolved" (the test set cannot tell).
+    Both networks are scored on the same resamples (same seed; with ``groups``, the same drawn
+    source images), so item-to-item difficulty cancels. ``same_auc``: "supported" when the whole
+    CI lies within +-``margin``; "lower" / "higher" when it excludes 0 on that side; otherwise
+    "not resolved" (the test set cannot tell).
     """
     y = np.asarray(y, dtype=np.int64)
-    a = _bootstrap_mean_auc(y, probs, n_boot, seed)
-    b = _bootstrap_mean_auc(y, reference_probs, n_boot, seed)
+    a = _bootstrap_mean_auc(y, probs, n_boot, seed, groups=groups)
+    b = _bootstrap_mean_auc(y, reference_probs, n_boot, seed, groups=groups)
     diff = a - b
     lo, hi = np.nanpercentile(diff, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     point = auc_with_ci(y, probs, n_boot=1)["auc"] - auc_with_ci(y, reference_probs, n_boot=1)["auc"]
@@ -127,7 +195,7 @@ def paired_auc_difference(y, probs, reference_probs, n_boot: int = 1000, level: 
     else:
         verdict = "not resolved"
     return {"auc_diff": float(point), "auc_diff_ci_lo": float(lo), "auc_diff_ci_hi": float(hi),
-            "same_auc": verdict, "equivalence_margin": margin}
+            "same_auc": verdict, "equivalence_margin": margin, **_resampling(y, groups)}
 
 
 # --------------------------------------------------------------------------- segmentation
