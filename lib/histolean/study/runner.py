@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from histolean.util import atomic
-from histolean.study import records
+from histolean.study import data_needs, records, validate
 from histolean.util.paths import project_root  # noqa: F401  (study.project_root: part of the runner's API)
 
 PROFILES = ("smoke", "default", "paper")
@@ -169,23 +169,6 @@ def is_complete(out: Path, benchmark: str, fp: str) -> bool:
     return (out / "results" / f"{benchmark}.jsonl").exists()
 
 
-def check_parameters(benchmark: str, notebook: Path, parameters: dict) -> None:
-    """Every parameter the runner injects must be declared in the notebook's ``parameters`` cell:
-    papermill would add an unknown key in a cell of its own, and a typo would silently run the default."""
-    import papermill as pm
-
-    try:
-        declared = pm.inspect_notebook(str(notebook))
-    except Exception:  # an unreadable notebook is recorded as failed when its turn comes
-        return
-    unknown = [key for key in parameters if key not in declared]
-    if unknown:
-        raise ValueError(
-            f"benchmark {benchmark!r}: parameter(s) {unknown} are not declared in the parameters cell of "
-            f"{notebook} (it declares {sorted(declared) or 'nothing: is its first code cell tagged parameters?'}). "
-            f"Fix the key in params/*.yaml, or declare it with its smoke value in the notebook's parameters cell")
-
-
 def _kernel_name() -> str:
     """The project's 'histolean' kernel when registered (make does it), else python3."""
     from jupyter_client.kernelspec import find_kernel_specs
@@ -282,10 +265,12 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     # the notebooks' reading order (til_maps uses the models til_nar_resrep trains); unnumbered ones keep the profile's
     names.sort(key=lambda n: notebook_path(root, n).name[:2] if notebook_path(root, n).name[:2].isdigit() else "99")
     out = Path(out) if out is not None else output_dir(profile, root)
-    for name in names:  # before anything runs: a typo in a profile must not cost a half-finished study
-        notebook = notebook_path(root, name)
-        if notebook.exists():
-            check_parameters(name, notebook, benchmark_parameters(name, cfg, out, data_root))
+    # before anything runs: a typo or a bad value in a profile must not cost a half-finished study
+    validate.check_profile({**cfg, "benchmarks": {n: benchmark_parameters(n, cfg, out, data_root) for n in names}},
+                           root)
+    if progress:   # missing datasets and subsets, said before hours of training on them
+        for line in data_needs.report(cfg, names, data_root):
+            print(line)
     outcomes = []
     if scheduler or cfg.get("scheduler"):   # each notebook as one task on a Dask cluster
         return _run_on_cluster(names, cfg, root, out, scheduler or cfg["scheduler"], force, data_root, progress)
