@@ -39,6 +39,7 @@ class Dataset:
     download_note: str = ""     # size, missing checksums, known upstream changes
     patch_px: int | None = None  # native side of a classification patch
     mpp: float | None = None    # microns per pixel of the images, when the source states it
+    full_items: int | None = None   # patches (or images) of the complete set: tells a subset from it
 
     @property
     def fetchable(self) -> bool:
@@ -78,7 +79,7 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
                     for name, md5 in _PCAM_MD5.items()),
         download_note="about 7.5 GB. Third-party reports say Zenodo's valid/test files were replaced in 2019; a "
                       "checksum mismatch on those names may be that, not a broken download.",
-        patch_px=96, mpp=0.972),  # Camelyon16 level 2: 4 x 0.243 um
+        patch_px=96, mpp=0.972, full_items=327_680),  # Camelyon16 level 2: 4 x 0.243 um
     Dataset(
         "idc", "IDC breast histopathology patches (Janowczyk & Madabhushi 2016)", "idc",
         source="http://andrewjanowczyk.com/wp-static/IDC_regular_ps50_idx5.zip "
@@ -88,14 +89,15 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
         files=(RemoteFile("http://andrewjanowczyk.com/wp-static/IDC_regular_ps50_idx5.zip",
                           "IDC_regular_ps50_idx5.zip", unpack=True),),
         download_note="about 1.6 GB; no checksum is published",
-        patch_px=50),
+        patch_px=50, full_items=277_524),
     Dataset(
         "monuseg", "MoNuSeg 2018 (Kumar et al. 2017, 2019)", "monuseg",
         source="https://monuseg.grand-challenge.org/Data/ (Google Drive links after sign-in)",
         licence="CC BY-NC-SA 4.0",
         layout="<train|test>/images/<name>.tif + <train|test>/annotations/<name>.xml",
         obtain="no direct download (Google Drive links on the challenge page): download it by hand",
-        mpp=0.25),  # 40x; each XML states its own MicronsPerPixel
+        # full_items: the 30 training + 14 test images the paper uses (the 2018 release: 37 + 14)
+        mpp=0.25, full_items=44),  # 40x; each XML states its own MicronsPerPixel
     Dataset(
         "tnbc", "TNBC nuclei segmentation (Naylor et al. 2019)", "tnbc",
         source="https://zenodo.org/record/1175282 (TNBC_NucleiSegmentation.zip)",
@@ -103,12 +105,12 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
         layout="Slide_XX/XX_N.png + GT_XX/XX_N.png",
         files=(RemoteFile("https://zenodo.org/records/1175282/files/TNBC_NucleiSegmentation.zip?download=1",
                           "TNBC_NucleiSegmentation.zip", unpack=True),),
-        download_note="no checksum is published"),
+        download_note="no checksum is published", full_items=50),
     Dataset(
         "crchistophenotypes", **_CRC,
         files=(RemoteFile("https://warwick.ac.uk/fac/cross_fac/tia/data/crchistolabelednucleihe/"
                           "crchistophenotypes_2016_04_28.zip", "crchistophenotypes_2016_04_28.zip", unpack=True),),
-        download_note="research use only; no checksum is published"),
+        download_note="research use only; no checksum is published", full_items=100),
     Dataset("til_windows", **{**_CRC, "title": "TIL windows cut from CRCHistoPhenotypes (55 um, derived labels)"},
             patch_px=100),
     Dataset(

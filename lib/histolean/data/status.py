@@ -147,11 +147,14 @@ _COUNTERS = {"pcam": _status_pcam, "idc": _status_idc, "monuseg": _status_monuse
              "crchistophenotypes": _status_crc, "til": _status_til, "wsi": _status_wsi}
 
 
-def dataset_status(root=None) -> list[DatasetStatus]:
-    """One status per known dataset: found (where, counts per split and class) or how to get it."""
+def dataset_status(root=None, names=None) -> list[DatasetStatus]:
+    """One status per known dataset (or per dataset folder of ``names``): found (where, counts per split
+    and class) or how to get it."""
     base = data_root(root)
     out = []
     for name in folders():
+        if names is not None and name not in names:
+            continue
         count = _COUNTERS.get(name, _no_counts)
         folder = base / name
         if not folder.is_dir():
