@@ -262,15 +262,17 @@ def benchmark_problems(benchmark: str, params: dict, notebook: Path) -> list[tup
 
 def check_profile(cfg: dict, root: Path, names: list[str] | None = None) -> None:
     """Raise :class:`ProfileError` (one line per problem) when a benchmark of ``cfg`` (all, or ``names``) has a
-    key its notebook does not declare or a value the study would fail on. Benchmarks without a notebook are
-    the runner's to report."""
+    key its notebook does not declare or a value the study would fail on. Benchmarks without a readable
+    notebook are the runner's to report (as failed, the others still run)."""
     from histolean.study.runner import notebook_path
 
     where = f"params/{cfg['profile']}.yaml"
     lines = []
     for benchmark in names if names is not None else list(cfg["benchmarks"]):
         notebook = notebook_path(root, benchmark)
-        if not notebook.exists():
+        try:
+            json.loads(notebook.read_text(encoding="utf-8"))
+        except (OSError, ValueError):   # missing or unreadable: recorded as failed when its turn comes
             continue
         lines += [f"{where}: benchmark {benchmark!r}, key {key!r}: {problem}"
                   for key, problem in benchmark_problems(benchmark, cfg["benchmarks"][benchmark], notebook)]
