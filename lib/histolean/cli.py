@@ -1,6 +1,6 @@
 """The ``histolean`` command: run the study, build its report, inspect and fetch data.
 
-    histolean run [--profile P] [--only NAME ...] [--force] [--scheduler ADDRESS]
+    histolean run [--profile P] [--only NAME ...] [--force] [--scheduler ADDRESS] [--dry-run]
     histolean report [--profile P]
     histolean data status
     histolean data fetch NAME [--dest DIR] [--url-base URL]
@@ -21,6 +21,8 @@ def _cmd_run(args) -> int:
     if distributed.launched():   # under torchrun: every rank runs the notebooks, their fits data-parallel
         from histolean.study import torchrun
 
+        if args.dry_run:
+            raise ValueError("--dry-run under torchrun: run the dry run as one process (histolean run --dry-run)")
         if args.scheduler:
             raise ValueError("--scheduler under torchrun: use one or the other (Dask fans notebooks out over "
                              "workers; torchrun runs each notebook on all its ranks)")
@@ -29,15 +31,17 @@ def _cmd_run(args) -> int:
             return 1 if any(o.status == "failed" for o in outcomes) else 0
     else:
         outcomes = runner.run(args.profile, only=args.only, force=args.force, data_root=args.data,
-                             scheduler=args.scheduler)
+                             scheduler=args.scheduler, dry_run=args.dry_run)
     failed = [o for o in outcomes if o.status == "failed"]
-    if not args.no_report:
+    if not args.no_report and not args.dry_run:
         path = report.build(args.profile, data_root=args.data)
         print(f"report: {path}")
     done = sum(o.status == "ok" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
+    left_out = [o.benchmark for o in outcomes if o.status == "not_run"]
     print(f"{done} ran, {skipped} already complete, {len(failed)} failed"
-          + (": " + ", ".join(o.benchmark for o in failed) if failed else ""))
+          + (": " + ", ".join(o.benchmark for o in failed) if failed else "")
+          + (f"; left out of the dry run: {', '.join(left_out)}" if left_out else ""))
     return 1 if failed else 0
 
 
@@ -99,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run benchmarks that are already complete")
     run.add_argument("--data", default=None, help="data root (default: $HISTOLEAN_DATA, else ./data)")
     run.add_argument("--no-report", action="store_true", help="do not rebuild report.html afterwards")
+    run.add_argument("--dry-run", action="store_true",
+                     help="every notebook with the profile's settings but each loop cut to its first step, into "
+                          "outputs/<profile>-dry-run, ending with a table of step times, memory and GPU estimates")
     run.add_argument("--scheduler", default=None, metavar="ADDRESS",
                      help="run each notebook as a task on this Dask cluster (tcp://host:8786 or a scheduler "
                           "file); outputs/ must be on a path the workers share")

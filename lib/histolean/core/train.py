@@ -11,7 +11,9 @@ the time of every epoch. The same code runs on CUDA or CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 import os
 import random
 import time
@@ -25,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from histolean.util import atomic, distributed
-from histolean.core import metrics, precision as precisions
+from histolean.util import atomic, distributed, dryrun
+from histolean.core import metrics, precision as precisions, probe
 
 NORM_MEAN = 0.5
 NORM_STD = 0.5
@@ -263,18 +265,23 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
 
     result = FitResult(monitor=monitor, precision=used)
     best_state, bad_epochs, step = None, 0, 0
-    bar = tqdm(total=epochs * len(train_loader), desc=desc, disable=not progress or not distributed.is_main(),
-               leave=False)
+    # a dry run: one epoch of one batch, measured (histolean.util.dryrun); the same loop as the full run
+    dry, asked_epochs, steps_per_epoch = dryrun.active(), epochs, len(train_loader)
+    epochs = dryrun.first(epochs)
+    bar = tqdm(total=epochs * dryrun.first(steps_per_epoch), desc=desc,
+               disable=not progress or not distributed.is_main(), leave=False)
     for epoch in range(1, epochs + 1):
         model.train()
         distributed.set_epoch(train_loader, epoch)
         t0, total, count = time.perf_counter(), 0.0, 0
-        for x, y in train_loader:
+        for x, y in itertools.islice(train_loader, dryrun.first(steps_per_epoch)):
+            watch = probe.activations(model) if dry else contextlib.nullcontext({})
+            t_step = time.perf_counter()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
-            with precisions.autocast(used, device.type):
+            with watch as seen, precisions.autocast(used, device.type):
                 loss = loss_fn(net(x), y)
             batch_loss = distributed.average(loss.detach())   # the global batch's: every rank stops together
             if not torch.isfinite(batch_loss):
@@ -288,6 +295,11 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
             scaler.update()
             if on_step_end is not None:
                 on_step_end(model, step)
+            if dry:
+                dryrun.log("fit", desc=desc, model=type(model).__name__, batch=len(y), input_shape=list(x.shape),
+                           step_s=time.perf_counter() - t_step, steps_per_epoch=steps_per_epoch,
+                           epochs=asked_epochs, param_bytes=probe.parameter_bytes(model), device=device.type,
+                           precision=used, **seen)
             step += 1
             total += batch_loss.item() * len(y)
             count += len(y)
@@ -300,7 +312,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
         if sched is not None:
             sched.step()
         if val_loader is not None:
-            row.update({f"val_{k}": v for k, v in evaluate(model, val_loader, device=device, loss_fn=loss_fn).items()})
+            row.update({f"val_{k}": v for k, v in evaluate(model, val_loader, device=device, loss_fn=loss_fn,
+                                                           max_batches=dryrun.first(len(val_loader))).items()})
         result.history.append(row)
 
         value = row.get(monitor, float("nan"))
@@ -342,15 +355,16 @@ def predict(model: nn.Module, loader, device=None) -> tuple[np.ndarray, np.ndarr
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device=None, loss_fn: Callable | None = None, precision: str = "fp32") -> dict:
-    """Mean loss, AUC, accuracy and n over ``loader`` (model in eval mode), in float32 unless
-    ``precision`` ("auto", "bf16", ...) says otherwise."""
+def evaluate(model: nn.Module, loader, device=None, loss_fn: Callable | None = None, precision: str = "fp32",
+             max_batches: int | None = None) -> dict:
+    """Mean loss, AUC, accuracy and n over ``loader`` (or its first ``max_batches``; model in eval mode), in
+    float32 unless ``precision`` ("auto", "bf16", ...) says otherwise."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     model.to(device).eval()
     probs, labels, total, count = [], [], 0.0, 0
     used = precision if precision in precisions.RESOLVED else precisions.resolve(precision, device)
-    for x, y in loader:
+    for x, y in itertools.islice(loader, max_batches):
         x, y = x.to(device), y.to(device)
         with precisions.autocast(used, device.type):
             logits = model(x).float()

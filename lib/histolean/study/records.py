@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from histolean.data.registry import DATA_KINDS
-from histolean.util import atomic, distributed
+from histolean.util import atomic, distributed, dryrun
 
 
 
@@ -89,6 +89,9 @@ class Recorder:
         self.results_path = self.output_dir / "results" / f"{benchmark}.jsonl"
         self.figures_dir = self.output_dir / "figures"
         self.writes = distributed.is_main()
+        if dryrun.active() and not self.output_dir.name.endswith(dryrun.SUFFIX):
+            raise ValueError(f"a dry run writes its rows to a folder named *{dryrun.SUFFIX} (outputs/<profile>"
+                             f"{dryrun.SUFFIX}), never beside real results; got {self.output_dir}")
         if not self.writes:
             return
         # a fresh run replaces the benchmark's figures too: none of an earlier run may linger
@@ -111,6 +114,7 @@ class Recorder:
             "profile": self.profile, "seed": seed,
             "device": device_description(), "versions": library_versions(),
             **({"world_size": distributed.world_size()} if distributed.world_size() > 1 else {}),
+            **({"dry_run": True} if dryrun.active() else {}),
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         row = _jsonable(row)
@@ -125,7 +129,8 @@ class Recorder:
         out = []
         for c in claims:
             row = _jsonable({"benchmark": self.benchmark, "kind": "claim", "profile": self.profile,
-                             **(c.as_row() if hasattr(c, "as_row") else dict(c))})
+                             **(c.as_row() if hasattr(c, "as_row") else dict(c)),
+                             **({"dry_run": True} if dryrun.active() else {})})
             self.rows.append(row)
             out.append(row)
         self._flush()

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from histolean.util import atomic
-from histolean.study import data_needs, records, validate
+from histolean.util import atomic, dryrun
+from histolean.study import data_needs, dry_run as dry_run_table, records, validate
 from histolean.util.paths import project_root  # noqa: F401  (study.project_root: part of the runner's API)
 
 PROFILES = ("smoke", "default", "paper")
@@ -248,10 +248,16 @@ def _record_failure(out, benchmark, fp, seconds, error, started=None) -> Outcome
 
 def run(profile: str = "default", only: list[str] | None = None, force: bool = False,
         root: str | os.PathLike | None = None, data_root: str | None = None,
-        progress: bool = True, out: str | os.PathLike | None = None, scheduler: str | None = None) -> list[Outcome]:
+        progress: bool = True, out: str | os.PathLike | None = None, scheduler: str | None = None,
+        dry_run: bool = False) -> list[Outcome]:
     """Run the study's benchmarks for ``profile`` (all, or ``only`` these) into
     ``out`` (default ``outputs/<profile>``). With ``scheduler`` (or a ``scheduler:``
-    key in the profile), each benchmark runs as a task on that Dask cluster."""
+    key in the profile), each benchmark runs as a task on that Dask cluster.
+
+    ``dry_run``: every notebook with the profile's settings but its loops cut to their first step
+    (:mod:`histolean.util.dryrun`), into ``outputs/<profile>-dry-run``, always re-run; notebooks whose
+    loops are not cut yet (:data:`histolean.study.dry_run.NOT_CUT`) are left out, saying so. The
+    closing table (:func:`histolean.study.dry_run.table`) goes to ``dry_run.md`` there."""
     from tqdm.auto import tqdm
 
     root = project_root(root)
@@ -264,7 +270,9 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         names = [n for n in names if n in only]
     # the notebooks' reading order (til_maps uses the models til_nar_resrep trains); unnumbered ones keep the profile's
     names.sort(key=lambda n: notebook_path(root, n).name[:2] if notebook_path(root, n).name[:2].isdigit() else "99")
-    out = Path(out) if out is not None else output_dir(profile, root)
+    if dry_run and (scheduler or cfg.get("scheduler")):
+        raise ValueError("--dry-run runs here, on this machine: drop --scheduler (and the profile's scheduler key)")
+    out = Path(out) if out is not None else output_dir(profile + (dryrun.SUFFIX if dry_run else ""), root)
     # before anything runs: a typo or a bad value in a profile must not cost a half-finished study
     validate.check_profile({**cfg, "benchmarks": {n: benchmark_parameters(n, cfg, out, data_root) for n in names}},
                            root)
@@ -277,11 +285,29 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     bar = tqdm(names, desc=f"study [{profile}]", unit="notebook", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
-        outcome = run_benchmark(name, cfg, root, out, force=force, data_root=data_root)
+        if dry_run:
+            outcome = _dry_run_benchmark(name, cfg, root, out, data_root)
+        else:
+            outcome = run_benchmark(name, cfg, root, out, force=force, data_root=data_root)
         outcomes.append(outcome)
         bar.write(f"{name}: {outcome.status}" + (f" in {outcome.seconds:.0f}s" if outcome.seconds else "")
                   + (f" -- {outcome.error}" if outcome.error else ""))
+    if dry_run:
+        text = dry_run_table.table(out, outcomes)
+        atomic.write_text(out / "dry_run.md", text)
+        if progress:
+            print(text)
     return outcomes
+
+
+def _dry_run_benchmark(name, cfg, root, out, data_root) -> Outcome:
+    """One notebook with its loops cut to their first step, measured into its own log."""
+    if name in dry_run_table.NOT_CUT:
+        return Outcome(name, "not_run", error=f"left out of the dry run: {dry_run_table.NOT_CUT[name]}")
+    log = dry_run_table.log_path(out, name)
+    log.unlink(missing_ok=True)
+    with dryrun.enabled(log):
+        return run_benchmark(name, cfg, root, out, force=True, data_root=data_root)
 
 
 def _run_on_cluster(names, cfg, root, out, scheduler, force, data_root, progress) -> list[Outcome]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from histolean.util import dryrun
+
 from .compactor import ResRepNet, prepare
 
 # The two optimiser settings the study compares.
@@ -177,7 +179,8 @@ def remember(model, train_loader, *, input_size, epochs: int, flops_target: floa
     train.seed_everything(seed)
     net = prepare(model, input_size, exclude=exclude, scope=scope)
     schedule = ResRepSchedule(net, flops_target=flops_target, lasso_strength=lasso_strength,
-                              warmup_steps=int(round(warmup_epochs * len(train_loader))),
+                              # a dry run masks at its one step (histolean.util.dryrun)
+                              warmup_steps=dryrun.first(int(round(warmup_epochs * len(train_loader))), keep=0),
                               mask_interval=mask_interval, min_channels=min_channels, granularity=granularity)
     optimizer = make_optimizer(net, setting, **optimizer_overrides)
     result = train.fit(net, train_loader, None, epochs=epochs, optimizer=optimizer, after_backward=schedule,
