@@ -93,15 +93,15 @@ def test_every_problem_is_reported_one_line_each(paper):
 
 
 @pytest.mark.slow
-def test_a_bad_paper_profile_stops_histolean_run_in_seconds(tmp_path):
-    """`histolean run --profile paper` exits 2 with one line per problem before any notebook starts."""
+def test_a_bad_paper_profile_stops_the_dry_run_in_seconds(tmp_path):
+    """`histolean run --profile paper --dry-run` exits 2 with one line per problem before any notebook starts."""
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns(".*", "__pycache__"))
     (tmp_path / "params").mkdir()
     text = (ROOT / "params" / "paper.yaml").read_text(encoding="utf-8")
     text = text.replace("pcam_models: [b2, b6,", "pcam_models: [b2, b66,").replace("epochs: 15,", "epochs: -15,")
     (tmp_path / "params" / "paper.yaml").write_text(text, encoding="utf-8")
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "histolean.cli", "run", "--profile", "paper", "--no-report"],
+    done = subprocess.run([sys.executable, "-m", "histolean.cli", "run", "--profile", "paper", "--dry-run"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     seconds = time.perf_counter() - t0
     assert done.returncode == 2, done.stderr
