@@ -20,7 +20,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from histolean.study import runner
+from histolean.study import runner, validate
 
 RUNNER_TIMEOUT_CELLS = 20   # the runners wait for the other ranks up to this many cell timeouts
 
@@ -49,6 +49,8 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown} for profile {profile!r}; known: {list(cfg['benchmarks'])}")
     out = runner.output_dir(profile, root)
+    validate.check_profile({**cfg, "benchmarks": {n: runner.benchmark_parameters(n, cfg, out, data_root)
+                                                  for n in names}}, root)   # every rank stops alike
     scratch = Path(tempfile.mkdtemp(prefix=f"histolean-rank{rank}-"))
     data_root = data_root if data_root is not None else os.environ.get("HISTOLEAN_DATA", "")
     outcomes = []
