@@ -82,7 +82,8 @@ def check_nuclei(path, *, decode: bool = True, mpp: float | None = None,
 
 def _list(root: Path, split: str, report: FolderReport) -> NucleiListing:
     images_dir, masks_dir, geo_dir = root / "images", root / "masks", root / "annotations"
-    layout = "images/ + masks/" if masks_dir.is_dir() else "images/ + annotations/ (GeoJSON)"
+    layout = ("images/ + masks/" if masks_dir.is_dir() else "images/ + annotations/ (GeoJSON)" if geo_dir.is_dir()
+              else "no masks/ or annotations/") if images_dir.is_dir() else "no images/ folder"
     listing = NucleiListing(root, layout)
     if not images_dir.is_dir():
         report.block(images_dir, "folder does not exist", "Put the images in images/ and the masks in masks/ "
