@@ -4,6 +4,7 @@
     histolean report [--profile P]
     histolean data status
     histolean data fetch NAME [--dest DIR] [--url-base URL]
+    histolean data check PATH --kind patches|nuclei [--mpp X] [--patch-um 50]
     histolean tilmap SLIDE_OR_FOLDER... --model CHECKPOINT --out DIR [--mpp X] [--scheduler ADDRESS]
                      [--backend auto|torch|onnxruntime|openvino:bf16|...]
 """
@@ -58,9 +59,25 @@ def _cmd_data(args) -> int:
     if args.data_cmd == "status":
         print(data.format_status(data.dataset_status(args.root)))
         return 0
+    if args.data_cmd == "check":
+        return _cmd_data_check(args)
     path = data.fetch(args.name, dest=args.dest, base_url=args.url_base)
     print(f"{args.name}: {path}")
     return 0
+
+
+def _cmd_data_check(args) -> int:
+    """The user folder read as the notebooks read it; exit 2 on any blocking problem (nothing is written)."""
+    if args.kind == "patches":
+        from histolean.data.user_patches import check_patches
+
+        report, _ = check_patches(args.path, mpp=args.mpp, patch_um=args.patch_um)
+    else:
+        from histolean.data.user_nuclei import check_nuclei
+
+        report, _ = check_nuclei(args.path, mpp=args.mpp)
+    print(report.format())
+    return 0 if report.ok else 2
 
 
 def _backend_label(text: str) -> str:
@@ -116,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--data", default=None, help="data root the run used (default: $HISTOLEAN_DATA, else ./data)")
     rep.set_defaults(func=_cmd_report)
 
-    dat = sub.add_parser("data", help="datasets: what is there, and downloading them")
+    dat = sub.add_parser("data", help="datasets: what is there, downloading them, checking your own")
     dsub = dat.add_subparsers(dest="data_cmd", required=True)
     st = dsub.add_parser("status", help="every dataset found, with counts; how to get the missing ones")
     st.add_argument("--root", default=None, help="data root (default: $HISTOLEAN_DATA, else ./data)")
@@ -124,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("name")
     fe.add_argument("--dest", default=None, help="where to put it (default: the data root)")
     fe.add_argument("--url-base", default=None, help="mirror to download from instead of the official URL")
+    ch = dsub.add_parser("check", help="check your own folder before a notebook trains on it (exit 2: blocking "
+                                       "problems, each with its file and a fix)")
+    ch.add_argument("path", help="patches: a folder (<class>/, {train,valid,test}/<class>/) or a CSV "
+                                 "path,label[,group][,split]; nuclei: a folder with images/ + masks/ or annotations/")
+    ch.add_argument("--kind", required=True, choices=("patches", "nuclei"))
+    ch.add_argument("--mpp", type=float, default=None, help="microns per pixel (default: the folder's dataset.json)")
+    ch.add_argument("--patch-um", type=float, default=50.0, help="patch side in microns the notebooks use (50)")
     dat.set_defaults(func=_cmd_data)
 
     til = sub.add_parser("tilmap", help="TIL maps of whole slides with a trained patch classifier (resumable)")

@@ -11,7 +11,8 @@ dataset lives in ``<root>/<name>``::
 
 Modules: ``registry`` (one record per dataset: folder, source, licence, size, downloads),
 ``common`` (containers, image decoding), ``pcam``, ``idc``, ``monuseg``, ``tnbc``, ``crc``
-(CRCHistoPhenotypes and TIL windows), ``til``, ``synthetic``, ``status``, ``download``.
+(CRCHistoPhenotypes and TIL windows), ``til``, ``synthetic``, ``status``, ``download``; a user's own
+folders (``dataset="folder:PATH"``, data_kind "user"): ``user_patches``, ``user_nuclei``, ``folder_check``.
 Whole slides are in :mod:`histolean.data.wsi`; the error type is :class:`histolean.util.errors.DataError`.
 """
 
@@ -34,6 +35,8 @@ from .synthetic import (
 )
 from .til import cut_til_patches, load_til
 from .tnbc import instances_from_mask, load_tnbc
+from .user_nuclei import check_nuclei, load_nuclei_folder
+from .user_patches import check_patches, load_patch_folder
 
 _PATCH_LOADERS = {"pcam": load_pcam, "idc": load_idc, "til": load_til, "til_windows": load_til_windows}
 SYNTHETIC_DEFAULT_N = 256
@@ -72,5 +75,6 @@ __all__ = [
     "list_idc", "patient_split", "pad_to_patch", "load_monuseg", "parse_annotation", "rasterise", "load_tnbc",
     "instances_from_mask", "list_crc", "read_points", "til_windows", "image_split", "load_til_windows", "load_til",
     "cut_til_patches", "synthetic_patch", "synthetic_patches", "synthetic_tile", "synthetic_tiles", "synthetic_slide",
+    "check_patches", "load_patch_folder", "check_nuclei", "load_nuclei_folder",
     "DATA_KINDS", "DATASETS", "Dataset", "dataset_status", "format_status", "how_to_get", "fetch", "download_file",
 ]

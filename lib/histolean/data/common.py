@@ -46,7 +46,7 @@ class PatchSet:
     """Classification patches: ``images`` uint8 (N, H, W, 3), ``labels`` int64 (N,).
 
     ``groups`` holds the patient / slide / image id of each patch (split by it,
-    never by patch); ``data_kind`` is "real" or "synthetic".
+    never by patch); ``data_kind`` is "real", "synthetic" or "user" (a user's own folder).
     """
 
     images: np.ndarray
@@ -66,7 +66,7 @@ class PatchSet:
                 f"({n}, {len(self.labels)}, {len(self.groups)}, {len(self.paths)})"
             )
         if self.data_kind not in DATA_KINDS or self.data_kind == "none":  # "none" is for rows without data
-            raise ValueError(f"PatchSet({self.dataset}): data_kind must be 'real' or 'synthetic', "
+            raise ValueError(f"PatchSet({self.dataset}): data_kind must be 'real', 'synthetic' or 'user', "
                              f"got {self.data_kind!r}")
         self.labels = np.asarray(self.labels, dtype=np.int64)
         self.groups = np.asarray(self.groups, dtype=str)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# what a result row was computed on; none: a cost-only row that touches no data
-DATA_KINDS = ("real", "synthetic", "none")
+# what a result row was computed on; user: a user's own folder (dataset "folder:PATH");
+# none: a cost-only row that touches no data
+DATA_KINDS = ("real", "synthetic", "user", "none")
 
 
 @dataclass(frozen=True)

@@ -172,8 +172,14 @@ def load_til_task(dataset: str = "crc_windows", root=None, *, window_um: float =
     with ``seed``; None = all). Images keep their native pixel size (``window_px``); models
     resize them to their own input size.
     """
+    if str(dataset).startswith("folder:"):  # a user's own patches (data.user_patches; mpp: the folder's own
+        from .user_patches import folder_til_task  # dataset.json unless the caller changed the CRC default)
+
+        return folder_til_task(dataset, window_um=window_um, mpp=None if mpp == DEFAULT_MPP else mpp,
+                               n_train=n_train, n_eval=n_eval, split_fractions=split_fractions,
+                               split_seed=split_seed, seed=seed)
     if dataset not in DATASETS:
-        raise ValueError(f"load_til_task: unknown dataset {dataset!r}; use one of {DATASETS}")
+        raise ValueError(f"load_til_task: unknown dataset {dataset!r}; use one of {DATASETS} or 'folder:PATH'")
     if not (isinstance(min_positive, int) and min_positive >= 1):
         raise ValueError(f"load_til_task: min_positive must be an integer >= 1, got {min_positive!r}")
     if not (window_um > 0 and mpp > 0):

@@ -101,7 +101,7 @@ class Recorder:
 
     def add(self, *, dataset: str, data_kind: str, model: str, method: str,
             setting: dict | None = None, metrics: dict | None = None, kind: str = "variant", **fields: Any) -> dict:
-        """Record one row. ``data_kind``: "real", "synthetic" (generated data) or "none" (no data involved);
+        """Record one row. ``data_kind``: "real", "synthetic" (generated data), "user" (a user's folder) or "none";
         ``kind``: what the row is ("variant": one trained/evaluated/costed variant; "claim": see add_claims;
         an experiment may name others, e.g. "baseline", "speed")."""
         if data_kind not in DATA_KINDS:
