@@ -29,6 +29,20 @@ MEAN = [train.NORM_MEAN] * 3
 STD = [train.NORM_STD] * 3
 # the code whose change must retrain (its source is part of every cache key)
 TRAINING_CODE = (train, models)
+RECORD = 2  # run records carry the validation-chosen decision threshold since 2
+
+
+def decision_threshold(labels, probs) -> float:
+    """The threshold chosen on validation predictions: the one maximising Youden's J (sensitivity +
+    specificity - 1); 0.5 where the validation set has one class."""
+    from sklearn.metrics import roc_curve
+
+    labels, probs = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(labels, probs)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(max(thresholds[best], 0.0), 1.0))
 
 
 def _resrep_code():
@@ -112,7 +126,7 @@ class TilRunner:
         """The cache key of ``variant`` trained with these settings on this task by this code."""
         return cache.fingerprint({"variant": variant.id, "spec": checkpoints.spec_to_dict(variant.spec),
                                   "train": asdict(self.cfg), "task": self.task.fingerprint(), "seed": self.seed,
-                                  **extra}, code=TRAINING_CODE)
+                                  "record": RECORD, **extra}, code=TRAINING_CODE)
 
     def run(self, variants: list[Variant], progress: bool = True) -> dict[str, VariantResult]:
         """Every variant (originals first, ResRep last: it may start from the trained original)."""
@@ -162,7 +176,8 @@ class TilRunner:
             probs, labels = train.predict(net, self.loader("test", size), device=self.device)
             row = {"run": r, "seed": run_seed, "val_auc": fit.best_value, "best_epoch": fit.best_epoch,
                    "epochs_run": len(fit.history), "train_time_s": train_time, "test_probs": probs.tolist(),
-                   "test_labels_sum": int(labels.sum()), "resumed": False}
+                   "test_labels_sum": int(labels.sum()), "resumed": False,
+                   "decision_threshold": self._threshold(net, size)}
             # the best run so far (by validation AUC) becomes the variant's model file, saved before the run's
             # record: a kill in between leaves a run to redo, never a record without its model
             if best_info is None or (fit.best_value or -1) > (best_info.get("val_auc") or -1):
@@ -175,15 +190,25 @@ class TilRunner:
             result.net, _ = checkpoints.load_model(ckpt)
         return result
 
-    def _save_model(self, path, net, v: Variant, vkey: str, row: dict, probs, labels) -> dict:
-        from histolean.core.metrics import auc
+    def _threshold(self, net, size: int) -> float:
+        val_probs, val_labels = train.predict(net, self.loader("valid", size), device=self.device)
+        return decision_threshold(val_labels, val_probs)
 
+    def _save_model(self, path, net, v: Variant, vkey: str, row: dict, probs, labels) -> dict:
+        from histolean.core.metrics import auc, auc_with_ci
+
+        # what the slide maps read: the threshold (from validation predictions) and the held-out AUC with its
+        # image-level interval; a single split here, so "out of fold" is this split's test set (oof_source)
+        held_out = auc_with_ci(labels, probs, n_boot=500, seed=self.seed, groups=self.task.test.groups)
         info = {"patch_um": self.patch_um, "mean": MEAN, "std": STD, "classes": CLASSES,
                 "resize": "bilinear with antialias (torch.nn.functional.interpolate) to input_size",
                 "dataset": self.task.dataset, "data_kind": self.task.data_kind, "model": v.model,
                 "method": v.method, "setting": dict(v.setting), "auc": auc(labels, probs),
                 "val_auc": row["val_auc"], "run": row["run"], "gflops": flops.gflops(v.spec),
-                "variant_id": v.id, "variant_fingerprint": vkey}
+                "variant_id": v.id, "variant_fingerprint": vkey,
+                "decision_threshold": float(row["decision_threshold"]), "oof_auc": float(held_out["auc"]),
+                "oof_auc_ci": [float(held_out["auc_ci_lo"]), float(held_out["auc_ci_hi"])],
+                "oof_source": f"test split of one split by image ({held_out['n_groups']} images); no cross-validation"}
         checkpoints.save_model(path, net, v.spec, **info)
         return info
 
@@ -219,7 +244,8 @@ class TilRunner:
             val = train.evaluate(module, self.loader("valid", size), device=self.device)
             probs, _ = train.predict(module, self.loader("test", size), device=self.device)
             result.runs.append({"run": r, "seed": run_seed, "val_auc": val["auc"], "train_time_s": train_time,
-                                "test_probs": probs.tolist(), "resumed": resumed, "epochs_run": c.epochs})
+                                "test_probs": probs.tolist(), "resumed": resumed, "epochs_run": c.epochs,
+                                "decision_threshold": self._threshold(module, size)})
             if r == 0:
                 counted = flops.flop_count(module.cpu(), size)
                 result.net = module
