@@ -80,3 +80,21 @@ def test_a_test_split_from_one_image_is_a_clear_error():
         til_nar_resrep.check_images(fake_task(labels, groups))
     labels, groups, *_ = clustered(n_images=3)
     til_nar_resrep.check_images(fake_task(labels, groups))
+
+
+def test_the_default_profile_levels_reach_most_of_their_nominal_flop_reduction():
+    import yaml
+
+    from histolean.core import flops
+    from histolean.experiments.til_nar_resrep import nominal_flop_reduction
+
+    from pathlib import Path
+
+    profile = yaml.safe_load((Path(__file__).parents[2] / "params" / "default.yaml").read_text())
+    variants = til_nar_resrep.build_variants(profile["benchmarks"]["til_nar_resrep"]["architectures"])
+    originals = {v.model: flops.gflops(v.spec) for v in variants if v.method == "original"}
+    reduced = [v for v in variants if v.method in ("ir", "nar")]
+    assert {v.method for v in reduced} == {"ir", "nar"}
+    for v in reduced:
+        achieved = originals[v.model] / flops.gflops(v.spec)
+        assert achieved >= 0.8 * nominal_flop_reduction(v), (v.id, achieved, nominal_flop_reduction(v))
