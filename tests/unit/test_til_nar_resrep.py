@@ -144,3 +144,16 @@ def test_grid_search_is_cached_per_candidate(tiny_task, tmp_path, monkeypatch):
     with pytest.warns(cache.CorruptRecordWarning, match="a1.30_b1.10_g1.15.json"):
         again = til_nar_resrep.nar_grid_search(tiny_task, base, grid, cfg, tmp_path, device="cpu")
     assert [r["val_auc"] for r in again] == pytest.approx([r["val_auc"] for r in first])  # seeded: the same
+
+
+def test_resrep_flops_targets_follow_the_papers_table_3():
+    cfg = til_nar_resrep.ResRepConfig(flops_target="paper", conversion="collapsed")
+    assert [cfg.target_for(e) for e in (0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94)] == \
+        [0.86, 0.82, 0.79, 0.80, 0.75, 0.63, 0.63]
+    assert til_nar_resrep.ResRepConfig(flops_target=0.5).target_for(0.9) == 0.5
+    with pytest.raises(ValueError, match="no epsilon 0.83"):
+        cfg.target_for(0.83)
+    with pytest.raises(ValueError, match="flops_target must be a fraction"):
+        til_nar_resrep.ResRepConfig(flops_target=1.5)
+    with pytest.raises(ValueError, match="conversion must be"):
+        til_nar_resrep.ResRepConfig(conversion="mask")

@@ -332,9 +332,9 @@ def saliency_panels(images, maps, probabilities, layouts, grid: int):
 # --- 05 TIL: NAR vs IR vs ResRep -------------------------------------------------------------------------------
 
 def til_auc_vs_gflops(ours, paper):
-    """AUC against GFLOPs per 50 um patch, one column per architecture: ours (top, 95% bootstrap CI,
-    Pareto front dashed) and the paper's Tables 3-4 (bottom). Frames need model, method, gflops,
-    auc (+ auc_ci_lo / auc_ci_hi for ours, pareto: bool)."""
+    """AUC against GFLOPs per 50 um patch, one column per architecture: ours (top, 95% bootstrap CI, Pareto
+    front dashed, red x: one class predicted at the threshold; frame column one_class) and the paper's Tables
+    3-4 (bottom). Frames need model, method, gflops, auc (+ auc_ci_lo / auc_ci_hi for ours, pareto: bool)."""
     import numpy as np
 
     model_names = list(dict.fromkeys(ours["model"]))
@@ -348,6 +348,8 @@ def til_auc_vs_gflops(ours, paper):
                 if who == "ours":
                     err = np.vstack([g["auc"] - g["auc_ci_lo"], g["auc_ci_hi"] - g["auc"]])
                     ax.errorbar(g["gflops"], g["auc"], yerr=err, fmt="o", color=colour, label=method, capsize=2)
+                    flagged = g[g["one_class"].fillna(False).astype(bool)] if "one_class" in g else g[:0]
+                    ax.plot(flagged["gflops"], flagged["auc"], "x", color="red", ms=10, mew=2)  # one class predicted
                 else:
                     ax.plot(g["gflops"], g["auc"], "s", color=colour, label=method)
             if who == "ours" and "pareto" in d:

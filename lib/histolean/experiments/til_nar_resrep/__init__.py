@@ -6,8 +6,9 @@
   (architectures by their name in the model registry; each one's original always included).
 * :mod:`.runner`: :class:`TilRunner` trains every variant ``runs`` times, resumably (records and
   model files under ``<out>/models/til_nar_resrep/``).
-* :mod:`.summary`: :func:`summarise` turns the results into rows (AUC with a bootstrap CI, the paired
-  difference with the original, ``flop_reduction``, measured ``speedup``); :func:`pareto_front`.
+* :mod:`.summary`: :func:`summarise` turns the results into rows (AUC with a CI over source images, the
+  paired differences with the original, the colour baseline and the other methods at matched cost,
+  achieved and nominal ``flop_reduction``, measured ``speedup``, the one-class flag); :func:`pareto_front`.
 * :mod:`.baselines`: colour-histogram baselines and the NAR coefficient grid search.
 * :mod:`.claims`: :func:`paper_claims`, the paper's claims decided on the rows.
 
@@ -19,10 +20,12 @@ timing (:func:`histolean.core.measure.inference_speed`) and BatchNorm recalibrat
 from .baselines import colour_features, colour_histogram_baselines, nar_grid_search
 from .claims import paper_claims
 from .runner import CLASSES, MEAN, STD, ResRepConfig, TilRunner, TrainConfig, VariantResult
-from .summary import cheapest_not_worse, paper_scale_gflops, pareto_front, summarise
+from .summary import (baseline_rows, check_images, image_counts, nominal_flop_reduction, paper_scale_gflops,
+                      pareto_front, summarise)
 from .variants import BENCHMARK, METHODS, PAPER_BASE_INPUT, Variant, base_spec, build_variants, kept_by_stage, stage_of
 
 __all__ = ["BENCHMARK", "CLASSES", "MEAN", "METHODS", "PAPER_BASE_INPUT", "STD", "ResRepConfig", "TilRunner",
-           "TrainConfig", "Variant", "VariantResult", "base_spec", "build_variants", "cheapest_not_worse",
-           "colour_features", "colour_histogram_baselines", "kept_by_stage", "nar_grid_search", "paper_claims",
+           "TrainConfig", "Variant", "VariantResult", "base_spec", "baseline_rows", "build_variants", "check_images",
+           "colour_features", "colour_histogram_baselines", "image_counts", "kept_by_stage", "nar_grid_search",
+           "nominal_flop_reduction", "paper_claims",
            "paper_scale_gflops", "pareto_front", "stage_of", "summarise"]

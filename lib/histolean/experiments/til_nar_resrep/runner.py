@@ -29,6 +29,20 @@ MEAN = [train.NORM_MEAN] * 3
 STD = [train.NORM_STD] * 3
 # the code whose change must retrain (its source is part of every cache key)
 TRAINING_CODE = (train, models)
+RECORD = 2  # run records carry the validation-chosen decision threshold since 2
+
+
+def decision_threshold(labels, probs) -> float:
+    """The threshold chosen on validation predictions: the one maximising Youden's J (sensitivity +
+    specificity - 1); 0.5 where the validation set has one class."""
+    from sklearn.metrics import roc_curve
+
+    labels, probs = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(labels, probs)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(max(thresholds[best], 0.0), 1.0))
 
 
 def _resrep_code():
@@ -50,6 +64,10 @@ class TrainConfig:
     augment: bool = True
 
 
+# the NAR paper's Table 3: fraction of the original's 9.65 GFLOPs each ResRep epsilon kept (our FLOPs targets)
+PAPER_FLOPS_KEPT = {0.82: 0.86, 0.84: 0.82, 0.86: 0.79, 0.88: 0.80, 0.90: 0.75, 0.92: 0.63, 0.94: 0.63}
+
+
 @dataclass
 class ResRepConfig:
     epochs: int = 2
@@ -58,18 +76,35 @@ class ResRepConfig:
     lr: float = 5e-4
     compactor_lr: float | None = None
     lasso_strength: float = 1e-4
-    flops_target: float = 0.75
+    flops_target: float | str = 0.75  # a fraction kept, or "paper": per epsilon from PAPER_FLOPS_KEPT (one run each)
     warmup_epochs: float = 1.0
     mask_interval: int = 200
     granularity: int | None = 4       # classes added to the mask per update (official 4; None: all at once)
     # "paper" (resrep.paper_scope: bottleneck-internal for ResNets) | "any" | "bottleneck"
     scope: str = "paper"
+    # "epsilon": remove rows with norm < epsilon (inexact unless they collapsed) | "collapsed": Ding et al.'s exact one
+    conversion: str = "epsilon"
 
     def __post_init__(self):
         if self.init not in ("original", "scratch"):
             raise ValueError(f"resrep init must be 'original' or 'scratch', got {self.init!r}")
         if self.scope not in ("paper", "any", "bottleneck"):
             raise ValueError(f"resrep scope must be 'paper', 'any' or 'bottleneck', got {self.scope!r}")
+        if self.conversion not in ("epsilon", "collapsed"):
+            raise ValueError(f"resrep conversion must be 'epsilon' or 'collapsed', got {self.conversion!r}")
+        if self.flops_target != "paper" and not (isinstance(self.flops_target, (int, float))
+                                                 and 0 < self.flops_target <= 1):
+            raise ValueError(f"resrep flops_target must be a fraction in (0, 1] or 'paper', got {self.flops_target!r}")
+
+    def target_for(self, epsilon: float) -> float:
+        """The FLOPs fraction a run aims for: the configured one, or the paper's Table 3 fraction at ``epsilon``."""
+        if self.flops_target != "paper":
+            return float(self.flops_target)
+        try:
+            return PAPER_FLOPS_KEPT[round(float(epsilon), 2)]
+        except KeyError:
+            raise ValueError(f"resrep flops_target 'paper': the paper's Table 3 has no epsilon {epsilon}; use one of "
+                             f"{sorted(PAPER_FLOPS_KEPT)}") from None
 
     def scope_for(self, spec: Spec) -> str:
         from histolean.methods import resrep
@@ -112,7 +147,7 @@ class TilRunner:
         """The cache key of ``variant`` trained with these settings on this task by this code."""
         return cache.fingerprint({"variant": variant.id, "spec": checkpoints.spec_to_dict(variant.spec),
                                   "train": asdict(self.cfg), "task": self.task.fingerprint(), "seed": self.seed,
-                                  **extra}, code=TRAINING_CODE)
+                                  "record": RECORD, **extra}, code=TRAINING_CODE)
 
     def run(self, variants: list[Variant], progress: bool = True) -> dict[str, VariantResult]:
         """Every variant (originals first, ResRep last: it may start from the trained original)."""
@@ -162,7 +197,8 @@ class TilRunner:
             probs, labels = train.predict(net, self.loader("test", size), device=self.device)
             row = {"run": r, "seed": run_seed, "val_auc": fit.best_value, "best_epoch": fit.best_epoch,
                    "epochs_run": len(fit.history), "train_time_s": train_time, "test_probs": probs.tolist(),
-                   "test_labels_sum": int(labels.sum()), "resumed": False}
+                   "test_labels_sum": int(labels.sum()), "resumed": False,
+                   "decision_threshold": self._threshold(net, size)}
             # the best run so far (by validation AUC) becomes the variant's model file, saved before the run's
             # record: a kill in between leaves a run to redo, never a record without its model
             if best_info is None or (fit.best_value or -1) > (best_info.get("val_auc") or -1):
@@ -175,15 +211,25 @@ class TilRunner:
             result.net, _ = checkpoints.load_model(ckpt)
         return result
 
-    def _save_model(self, path, net, v: Variant, vkey: str, row: dict, probs, labels) -> dict:
-        from histolean.core.metrics import auc
+    def _threshold(self, net, size: int) -> float:
+        val_probs, val_labels = train.predict(net, self.loader("valid", size), device=self.device)
+        return decision_threshold(val_labels, val_probs)
 
+    def _save_model(self, path, net, v: Variant, vkey: str, row: dict, probs, labels) -> dict:
+        from histolean.core.metrics import auc, auc_with_ci
+
+        # what the slide maps read: the threshold (from validation predictions) and the held-out AUC with its
+        # image-level interval; a single split here, so "out of fold" is this split's test set (oof_source)
+        held_out = auc_with_ci(labels, probs, n_boot=500, seed=self.seed, groups=self.task.test.groups)
         info = {"patch_um": self.patch_um, "mean": MEAN, "std": STD, "classes": CLASSES,
                 "resize": "bilinear with antialias (torch.nn.functional.interpolate) to input_size",
                 "dataset": self.task.dataset, "data_kind": self.task.data_kind, "model": v.model,
                 "method": v.method, "setting": dict(v.setting), "auc": auc(labels, probs),
                 "val_auc": row["val_auc"], "run": row["run"], "gflops": flops.gflops(v.spec),
-                "variant_id": v.id, "variant_fingerprint": vkey}
+                "variant_id": v.id, "variant_fingerprint": vkey,
+                "decision_threshold": float(row["decision_threshold"]), "oof_auc": float(held_out["auc"]),
+                "oof_auc_ci": [float(held_out["auc_ci_lo"]), float(held_out["auc_ci_hi"])],
+                "oof_source": f"test split of one split by image ({held_out['n_groups']} images); no cross-validation"}
         checkpoints.save_model(path, net, v.spec, **info)
         return info
 
@@ -210,16 +256,21 @@ class TilRunner:
         size = v.spec.input_size
         for r in range(self.cfg.runs):
             run_seed = self.seed * 1000 + r
-            key = (v.model, r)
+            target = c.target_for(v.setting["epsilon"])
+            key = (v.model, r, target)
             if key not in done:
-                done[key] = self._remember(v, r, run_seed)
+                done[key] = self._remember(v, r, run_seed, target)
             net, train_time, resumed = done[key]
-            small = resrep.convert(net, epsilon=v.setting["epsilon"], warn=False)  # inexact by design: reported
+            if c.conversion == "collapsed":  # exact: only rows that collapsed go
+                small = resrep.convert(net, warn=False)
+            else:  # the epsilon threshold, inexact unless the rows collapsed: reported, and flagged in the rows
+                small = resrep.convert(net, epsilon=v.setting["epsilon"], warn=False)
             module = small.module.to(self.device).eval()
             val = train.evaluate(module, self.loader("valid", size), device=self.device)
             probs, _ = train.predict(module, self.loader("test", size), device=self.device)
             result.runs.append({"run": r, "seed": run_seed, "val_auc": val["auc"], "train_time_s": train_time,
-                                "test_probs": probs.tolist(), "resumed": resumed, "epochs_run": c.epochs})
+                                "test_probs": probs.tolist(), "resumed": resumed, "epochs_run": c.epochs,
+                                "decision_threshold": self._threshold(module, size)})
             if r == 0:
                 counted = flops.flop_count(module.cpu(), size)
                 result.net = module
@@ -228,12 +279,12 @@ class TilRunner:
                                 **flops.count_layers(module), "predicted_flop_reduction": 1 / small.flops_ratio,
                                 "removed_channels": small.removed_channels, "kept_by_stage": kept_by_stage(small),
                                 "conversion": small.report.as_dict(),
-                                "resrep_scope": c.scope_for(v.spec),
+                                "resrep_scope": c.scope_for(v.spec), "flops_target": target,
                                 "masked_flop_reduction":
                                     net.original_flops / net.predicted_flops(net.dropped_classes())}
         return result
 
-    def _remember(self, v: Variant, r: int, run_seed: int):
+    def _remember(self, v: Variant, r: int, run_seed: int, target: float):
         """ResRep's training of run ``r`` (cached): the network with compactors, its training time, resumed?"""
         from histolean.methods import resrep
 
@@ -246,8 +297,9 @@ class TilRunner:
                                  "variants run before it")
             init_key = self.variant_key(original.variant)
         key = cache.fingerprint({"resrep": asdict(c), "variant": self.variant_key(v, method="resrep"),
-                                 "init": init_key, "run": r}, code=_resrep_code())
-        path = self.dir / f"{v.model}__resrep__run{r}.pt"
+                                 "init": init_key, "run": r, "target": target}, code=_resrep_code())
+        path = self.dir / (f"{v.model}__resrep__run{r}.pt" if c.flops_target != "paper" else
+                           f"{v.model}__resrep_t{target:.2f}__run{r}.pt")
         base = models.build(v.spec, seed=run_seed)
         if c.init == "original":
             base.load_state_dict(self.results[f"{v.model}__original"].net.state_dict())
@@ -260,7 +312,7 @@ class TilRunner:
         overrides = {"lr": c.lr, **({"compactor_lr": c.compactor_lr} if c.compactor_lr else {})}
         t0 = time.perf_counter()
         run = resrep.remember(base, loader, input_size=v.spec.input_size, epochs=c.epochs,
-                              flops_target=c.flops_target, setting=c.setting, lasso_strength=c.lasso_strength,
+                              flops_target=target, setting=c.setting, lasso_strength=c.lasso_strength,
                               warmup_epochs=c.warmup_epochs, mask_interval=c.mask_interval,
                               granularity=c.granularity, scope=c.scope_for(v.spec), seed=run_seed,
                               device=self.device, progress=False, **overrides)
