@@ -196,3 +196,12 @@ def test_dense_control_retrains_the_same_rounds_without_pruning(tmp_path):
     assert calls == [2, 4] and [r["cr"] for r in rounds] == [2, 4]
     assert all(r["sparsity"]["model"]["sparsity"] == 0 and r["speedup"]["model"] == 1.0 for r in rounds)
     assert (tmp_path / f"{pruning.CONTROL}_cr4.pt").is_file()
+
+
+def test_a_round_with_a_layer_kept_dense_resumes_into_fresh_models(tmp_path):
+    first = pruning.iterative_prune(tiny_net(), "layer-wise", 4, state_dir=tmp_path, input_size=8, keep_dense=("4",))
+    fresh = tiny_net(seed=1)
+    again = pruning.iterative_prune(fresh, "layer-wise", 4, state_dir=tmp_path, input_size=8, keep_dense=("4",))
+    assert [r["resumed"] for r in again] == [True, True]
+    assert again[-1]["sparsity"]["model"]["kept"] == first[-1]["sparsity"]["model"]["kept"]
+    assert not hasattr(fresh[4], "weight_mask") and hasattr(fresh[0], "weight_mask")

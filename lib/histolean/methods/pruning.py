@@ -226,11 +226,11 @@ def dense_bytes(model: nn.Module) -> int:
 
 # --------------------------------------------------------------------------- the schedule
 
-def _ensure_reparametrised(model: nn.Module) -> None:
-    """Give every prunable layer ``weight_orig`` / ``weight_mask`` (all-ones mask) so a pruned
-    state dict loads into it."""
-    for _, m in prunable_layers(model):
-        if not hasattr(m, "weight_mask"):
+def _ensure_reparametrised(model: nn.Module, state: Mapping) -> None:
+    """Give every prunable layer that has a mask in ``state`` ``weight_orig`` / ``weight_mask`` (all-ones
+    mask) so a pruned state dict loads into it (layers a schedule kept dense have none)."""
+    for name, m in prunable_layers(model):
+        if f"{name}.weight_mask" in state and not hasattr(m, "weight_mask"):
             prune.identity(m, "weight")
 
 
@@ -273,8 +273,7 @@ def load_round(path: str | os.PathLike, models: Mapping[str, nn.Module], key: st
         raise ValueError(f"pruning round {path} holds models {sorted(blob['states'])}, not {sorted(models)}")
     for name, model in models.items():
         state = blob["states"][name]
-        if any(k.endswith("weight_mask") for k in state):
-            _ensure_reparametrised(model)
+        _ensure_reparametrised(model, state)
         model.load_state_dict(state)
     return _from_saved(blob["result"])
 
