@@ -44,7 +44,8 @@ def test_recorded_sparsity_and_speedup_follow_the_scheme(notebook_run):
             # layer-wise keeps the 3x3 head (18 of ~385k weights at x0.125) dense
             assert r["sparsity"][branch] == pytest.approx(1 - 1 / cr, abs=1e-3 if scheme == "layer-wise" else 1e-4)
             if scheme == "layer-wise":
-                assert r["theoretical_speedup"][branch] == pytest.approx(cr, rel=0.02)
+                # below the CR only by the dense head's full-resolution FLOPs (~1% of them at x0.125)
+                assert 0.95 * cr < r["theoretical_speedup"][branch] < cr
             elif scheme == "network-wide":
                 assert 1.0 < r["theoretical_speedup"][branch] < cr
 

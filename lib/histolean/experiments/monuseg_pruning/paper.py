@@ -278,7 +278,9 @@ def _table1(rows: list[dict], s: _Scores) -> Claim:
                if paper.get((sch, cr)) is not None and (s.row(dataset, sch, cr) or {}).get("theoretical_speedup")}
     lo, hi = 1 - TABLE1_TOLERANCE, 1 + TABLE1_TOLERANCE
     if ours_of:
-        verdict = HOLDS if all(within(v / paper[c], lo, hi) == HOLDS for c, v in ours_of.items()) else FAILS
+        decided = [c for c in ours_of if c[0] == "network-wide"]
+        verdict = (NOT_TESTABLE if not decided else HOLDS
+                   if all(within(ours_of[c] / paper[c], lo, hi) == HOLDS for c in decided) else FAILS)
         ours = "trained + retrained semantic branch: " + "; ".join(
             f"{sch} CR {cr}: {v:.2f} vs {paper[(sch, cr)]:.2f}" for (sch, cr), v in ours_of.items())
     else:
@@ -294,13 +296,16 @@ def _table1(rows: list[dict], s: _Scores) -> Claim:
                  claim="theoretical speed-up (dense FLOPs / sparsity-aware FLOPs) of the pruned U-Net",
                  paper_value="; ".join(f"{sch} CR {cr}: {v:.2f}" for (sch, cr), v in paper.items() if v is not None),
                  ours=ours,
-                 rule=(f"ours / paper within [{lo:g}, {hi:g}] at every CR this run reached (exact FLOP counts of the "
-                       "pruned semantic branch, ranked on its trained and retrained weights; no interval): holds if "
-                       "every compared cell is; fails otherwise; not testable without a pruned round"),
+                 rule=(f"network-wide: ours / paper within [{lo:g}, {hi:g}] at every CR this run reached (exact FLOP "
+                       "counts of the pruned semantic branch, ranked on its trained and retrained weights; no "
+                       "interval): holds if every compared cell is; fails otherwise; not testable without a pruned "
+                       "network-wide round. Layer-wise cells are shown, not decided: they equal the CR whatever the "
+                       "weights, less what the dense head costs in our schedule"),
                  verdict=verdict, scale=s.scale(),
                  note=(f"Network-wide speed-ups depend on which layers hold the smallest weights after training; ours "
-                       f"come from a x{width:g} network trained briefly. Layer-wise keeps the 3x3 head dense (a "
-                       "negligible share of the FLOPs)."))
+                       f"come from a x{width:g} network trained briefly. Our layer-wise schedule keeps the 3x3 head "
+                       "dense: its full-resolution FLOPs hold the layer-wise speed-up below the CR (the paper's "
+                       "schedule prunes every layer; see the formula check)."))
 
 
 def _layerwise_max_cr(rows: list[dict], s: _Scores, paper_row: dict) -> Claim:
