@@ -217,3 +217,20 @@ def test_tnbc_mask_of_another_size(tmp_path):
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(_png(tmp_path / "tnbc" / "GT_01" / "01_1.png"))
     with pytest.raises(DataError, match=r"GT_01/01_1\.png.*mask is 10x10 but the image is 96x96"):
         data.load_tnbc(root=tmp_path)
+
+
+def test_tnbc_mask_folder_that_does_not_match_the_images(tmp_path):
+    mask = np.zeros((96, 96), np.uint8)
+    _png(tmp_path / "tnbc" / "Slide_01" / "01_1.png")
+    Image.fromarray(mask).save(_png(tmp_path / "tnbc" / "GT_01" / "01_1.png"))
+    Image.fromarray(mask).save(_png(tmp_path / "tnbc" / "GT_01" / "01_2.png"))    # no Slide_01/01_2.png
+    with pytest.raises(DataError, match=r"GT_01/01_2\.png: mask has no image .*Slide_01/01_2\.png.*does not match"):
+        data.load_tnbc(root=tmp_path)
+
+
+def test_monuseg_annotation_folder_that_does_not_match_the_images(tmp_path):
+    xml = '<Annotations MicronsPerPixel="0.25"><Annotation><Regions></Regions></Annotation></Annotations>'
+    _monuseg_tile(tmp_path, xml)
+    (tmp_path / "monuseg" / "test" / "annotations" / "other.xml").write_text(xml)
+    with pytest.raises(DataError, match=r"annotations/other\.xml: annotation has no image other\.tif.*does not match"):
+        data.load_monuseg("test", root=tmp_path)

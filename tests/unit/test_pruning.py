@@ -169,3 +169,39 @@ def test_round_record_loads_into_fresh_models_for_its_key_only(tmp_path):
     assert torch.equal(twin(x), net(x))
     with pytest.raises(ValueError, match="holds models"):
         pruning.load_round(tmp_path / "r.pt", {"semantic": tiny_net()}, key="k1")
+
+
+def test_layerwise_keep_dense_leaves_the_named_layer_whole_and_lifts_the_cr_limit():
+    net = tiny_net()                       # "4": the 10-weight last layer limits layer-wise to CR 8
+    assert pruning.max_layerwise_cr(net, keep_dense=("4",)) == 128   # next smallest: 3 * 8 * 9 = 216 weights
+    pruning.check_compression_ratio(net, "layer-wise", 16, keep_dense=("4",))
+    for _ in range(4):
+        pruning.prune_round(net, "layer-wise", keep_dense=("4",))
+    kept = {r["layer"]: r["kept"] for r in pruning.sparsity(net)["layers"]}
+    expected = 216                         # the first layer, 3 * 8 * 9 weights, halved four times
+    for _ in range(4):
+        expected = halve(expected)
+    assert kept["4"] == 10 and kept["0"] == expected
+    with pytest.raises(ValueError, match=r"keep_dense names \['head'\]"):
+        pruning.max_layerwise_cr(net, keep_dense=("head",))
+    nw = tiny_net()                        # network-wide ranks every layer whatever keep_dense says
+    pruning.prune_round(nw, "network-wide", keep_dense=("4",))
+    assert pruning.sparsity(nw)["kept"] == halve(pruning.sparsity(nw)["weights"])
+
+
+def test_dense_control_retrains_the_same_rounds_without_pruning(tmp_path):
+    calls = []
+    rounds = pruning.iterative_prune(tiny_net(), pruning.CONTROL, 4, state_dir=tmp_path, input_size=8,
+                                     retrain=lambda name, net, cr: calls.append(cr))
+    assert calls == [2, 4] and [r["cr"] for r in rounds] == [2, 4]
+    assert all(r["sparsity"]["model"]["sparsity"] == 0 and r["speedup"]["model"] == 1.0 for r in rounds)
+    assert (tmp_path / f"{pruning.CONTROL}_cr4.pt").is_file()
+
+
+def test_a_round_with_a_layer_kept_dense_resumes_into_fresh_models(tmp_path):
+    first = pruning.iterative_prune(tiny_net(), "layer-wise", 4, state_dir=tmp_path, input_size=8, keep_dense=("4",))
+    fresh = tiny_net(seed=1)
+    again = pruning.iterative_prune(fresh, "layer-wise", 4, state_dir=tmp_path, input_size=8, keep_dense=("4",))
+    assert [r["resumed"] for r in again] == [True, True]
+    assert again[-1]["sparsity"]["model"]["kept"] == first[-1]["sparsity"]["model"]["kept"]
+    assert not hasattr(fresh[4], "weight_mask") and hasattr(fresh[0], "weight_mask")

@@ -229,8 +229,14 @@ def list_monuseg(split: str, root=None) -> list[tuple[Path, Path]]:
         images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png"))
         if not images:
             raise data_error(image_dir, "holds no .tif images (empty folder)", "Re-download MoNuSeg")
+        stems = {image.stem for image in images}
+        annotations = folder / s / "annotations"
+        for xml in sorted(annotations.glob("*.xml")) if annotations.is_dir() else []:
+            if xml.stem not in stems:
+                raise data_error(xml, f"annotation has no image {xml.stem}.tif in {image_dir}: the annotation folder "
+                                 "does not match the image folder", "Restore the image or remove the annotation")
         for image in images:
-            xml = folder / s / "annotations" / (image.stem + ".xml")
+            xml = annotations / (image.stem + ".xml")
             if not xml.is_file():
                 raise data_error(xml, f"annotation for {image.name} is missing", "Restore it or remove the image")
             pairs.append((image, xml))

@@ -18,9 +18,16 @@ from .common import InstanceSample, data_error, dataset_dir, read_gray, read_rgb
 
 
 def list_tnbc(root=None) -> list[tuple[Path, Path]]:
-    """(image, mask) path pairs; an image without a mask is an error."""
+    """(image, mask) path pairs; an image without a mask, or a mask without an image (the mask folder does
+    not match the image folder), is an error naming the file."""
     folder = dataset_dir("tnbc", root)
     pairs = []
+    for gt_dir in sorted(folder.glob("GT_*")):
+        slide_dir = folder / ("Slide_" + gt_dir.name[len("GT_"):])
+        for mask in sorted(gt_dir.glob("*.png")):
+            if not (slide_dir / mask.name).is_file():
+                raise data_error(mask, f"mask has no image {slide_dir / mask.name}: the mask folder does not match "
+                                 "the image folder", "Restore the image or remove the mask")
     for slide_dir in sorted(folder.glob("Slide_*")):
         for image in sorted(slide_dir.glob("*.png")):
             mask = folder / ("GT_" + slide_dir.name[len("Slide_"):]) / image.name

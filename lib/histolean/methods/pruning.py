@@ -20,7 +20,12 @@ the accounting and the cost figures:
 
 A layer-wise CR above the weight count of the smallest layer would leave that layer with no
 weight at all (the paper: layer-wise cannot go beyond CR = 2**7 for its U-Net, whose 3x3 head
-has 144 weights); :func:`check_compression_ratio` says so before any training.
+has 144 weights); :func:`check_compression_ratio` says so before any training. ``keep_dense``
+names layers the layer-wise schedule leaves whole (e.g. a tiny output head that would otherwise be
+pruned to a handful of weights); network-wide ranking always covers every layer.
+
+:data:`CONTROL` is the same schedule without pruning (each round only retrains): the dense control
+trained for the same epochs as each pruned round.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from histolean.util import atomic, cache
 from histolean.core import flops
 
 SCHEMES = ("network-wide", "layer-wise")
+CONTROL = "dense control"   # iterative_prune's rounds without pruning: retraining only
 PRUNABLE = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
 
 
@@ -68,37 +74,50 @@ def rounds_for(cr) -> int:
     return int(cr).bit_length() - 1
 
 
-def max_layerwise_cr(model: nn.Module) -> int:
-    """The largest power-of-two CR that layer-wise pruning reaches with at least one weight in every layer."""
-    smallest = min(m.weight.numel() for _, m in prunable_layers(model))
+def layerwise_layers(model: nn.Module, keep_dense=()) -> list[tuple[str, nn.Module]]:
+    """The layers layer-wise pruning prunes: every prunable layer but those named in ``keep_dense``."""
+    layers = prunable_layers(model)
+    unknown = set(keep_dense) - {name for name, _ in layers}
+    if unknown:
+        raise ValueError(f"keep_dense names {sorted(unknown)}, which are not prunable layers of "
+                         f"{type(model).__name__}")
+    return [(name, m) for name, m in layers if name not in keep_dense]
+
+
+def max_layerwise_cr(model: nn.Module, keep_dense=()) -> int:
+    """The largest power-of-two CR that layer-wise pruning reaches with at least one weight in every layer
+    it prunes (all but ``keep_dense``)."""
+    smallest = min(m.weight.numel() for _, m in layerwise_layers(model, keep_dense))
     return 1 << (smallest.bit_length() - 1)
 
 
-def check_compression_ratio(model: nn.Module, scheme: str, cr: int) -> int:
-    """Validate a target CR for a scheme; returns the number of rounds. Layer-wise pruning past the
-    smallest layer's weight count is an error naming the layers it would empty."""
-    check_scheme(scheme)
+def check_compression_ratio(model: nn.Module, scheme: str, cr: int, keep_dense=()) -> int:
+    """Validate a target CR for a scheme (or :data:`CONTROL`); returns the number of rounds. Layer-wise
+    pruning past the smallest pruned layer's weight count is an error naming the layers it would empty."""
+    if scheme != CONTROL:
+        check_scheme(scheme)
     rounds = rounds_for(cr)
     if scheme == "layer-wise":
-        emptied = sorted(((m.weight.numel(), name) for name, m in prunable_layers(model) if m.weight.numel() < cr))
+        emptied = sorted(((m.weight.numel(), name) for name, m in layerwise_layers(model, keep_dense)
+                          if m.weight.numel() < cr))
         if emptied:
             shown = ", ".join(f"{n} ({k} weights)" for k, n in emptied[:4])
             raise ValueError(f"layer-wise pruning cannot reach CR {cr}: it would keep less than one weight in "
                              f"{len(emptied)} layer(s): {shown}. The largest layer-wise CR for this model is "
-                             f"{max_layerwise_cr(model)}; use network-wide pruning beyond it")
+                             f"{max_layerwise_cr(model, keep_dense)}; use network-wide pruning beyond it")
     return rounds
 
 
-def prune_round(model: nn.Module, scheme: str, amount: float = 0.5) -> None:
+def prune_round(model: nn.Module, scheme: str, amount: float = 0.5, keep_dense=()) -> None:
     """Remove the smallest ``amount`` of the weights still present: over the whole model
-    (network-wide) or in every layer (layer-wise). Masks accumulate across rounds."""
+    (network-wide) or in every layer but ``keep_dense`` (layer-wise). Masks accumulate across rounds."""
     check_scheme(scheme)
-    params = [(m, "weight") for _, m in prunable_layers(model)]
     if scheme == "network-wide":
+        params = [(m, "weight") for _, m in prunable_layers(model)]
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
     else:
-        for m, name in params:
-            prune.l1_unstructured(m, name, amount=amount)
+        for _, m in layerwise_layers(model, keep_dense):
+            prune.l1_unstructured(m, "weight", amount=amount)
 
 
 def _kept(m: nn.Module) -> int:
@@ -207,11 +226,11 @@ def dense_bytes(model: nn.Module) -> int:
 
 # --------------------------------------------------------------------------- the schedule
 
-def _ensure_reparametrised(model: nn.Module) -> None:
-    """Give every prunable layer ``weight_orig`` / ``weight_mask`` (all-ones mask) so a pruned
-    state dict loads into it."""
-    for _, m in prunable_layers(model):
-        if not hasattr(m, "weight_mask"):
+def _ensure_reparametrised(model: nn.Module, state: Mapping) -> None:
+    """Give every prunable layer that has a mask in ``state`` ``weight_orig`` / ``weight_mask`` (all-ones
+    mask) so a pruned state dict loads into it (layers a schedule kept dense have none)."""
+    for name, m in prunable_layers(model):
+        if f"{name}.weight_mask" in state and not hasattr(m, "weight_mask"):
             prune.identity(m, "weight")
 
 
@@ -254,25 +273,25 @@ def load_round(path: str | os.PathLike, models: Mapping[str, nn.Module], key: st
         raise ValueError(f"pruning round {path} holds models {sorted(blob['states'])}, not {sorted(models)}")
     for name, model in models.items():
         state = blob["states"][name]
-        if any(k.endswith("weight_mask") for k in state):
-            _ensure_reparametrised(model)
+        _ensure_reparametrised(model, state)
         model.load_state_dict(state)
     return _from_saved(blob["result"])
 
 
-def round_key(models: Mapping[str, nn.Module], scheme: str, input_size: int, run_key: str = "") -> str:
+def round_key(models: Mapping[str, nn.Module], scheme: str, input_size: int, run_key: str = "",
+              keep_dense=()) -> str:
     """The cache key of a pruning round: the caller's ``run_key`` (its training settings and data), the
-    scheme, the models' names and weight counts, and this module's code."""
+    scheme and the layers it keeps dense, the models' names and weight counts, and this module's code."""
     shape = {n: sparsity(m)["weights"] for n, m in models.items()}
-    return cache.fingerprint({"run": run_key, "scheme": scheme, "input_size": input_size, "models": shape},
-                             code=[sys.modules[__name__]])
+    return cache.fingerprint({"run": run_key, "scheme": scheme, "input_size": input_size, "models": shape,
+                              "keep_dense": sorted(keep_dense)}, code=[sys.modules[__name__]])
 
 
 def iterative_prune(models: nn.Module | Mapping[str, nn.Module], scheme: str, cr: int, *,
                     retrain: Callable[[str, nn.Module, int], object] | None = None,
                     evaluate: Callable[[Mapping[str, nn.Module], int], dict] | None = None,
                     state_dir: str | os.PathLike | None = None, run_key: str = "", input_size: int = 64,
-                    on_round: Callable[[dict], None] | None = None) -> list[dict]:
+                    on_round: Callable[[dict], None] | None = None, keep_dense=()) -> list[dict]:
     """Algorithm 1 from trained ``models`` (one module, or several pruned side by side, each ranked on
     its own, e.g. the two branches) up to compression ratio ``cr``.
 
@@ -284,10 +303,13 @@ def iterative_prune(models: nn.Module | Mapping[str, nn.Module], scheme: str, cr
     (``histolean.util.cache`` records keyed by :func:`round_key`: ``run_key`` must name whatever the
     caller's ``retrain`` and ``evaluate`` depend on); rounds already saved there for the same key are
     loaded instead of recomputed (a killed run resumes), others are recomputed and replaced.
+
+    ``scheme`` :data:`CONTROL` runs the same rounds without pruning (the dense control: same retraining,
+    same seeds); ``keep_dense``: layers layer-wise pruning leaves whole.
     """
     models = {"model": models} if isinstance(models, nn.Module) else dict(models)
-    rounds = max(check_compression_ratio(m, scheme, cr) for m in models.values())
-    record_key = round_key(models, scheme, input_size, run_key)
+    rounds = max(check_compression_ratio(m, scheme, cr, keep_dense) for m in models.values())
+    record_key = round_key(models, scheme, input_size, run_key, keep_dense)
     results = []
     for k in range(1, rounds + 1):
         ratio = 2 ** k
@@ -297,7 +319,8 @@ def iterative_prune(models: nn.Module | Mapping[str, nn.Module], scheme: str, cr
             result["resumed"] = True
         else:
             for model in models.values():
-                prune_round(model, scheme)
+                if scheme != CONTROL:
+                    prune_round(model, scheme, keep_dense=keep_dense)
             if retrain is not None:
                 for name, model in models.items():
                     retrain(name, model, ratio)
@@ -314,7 +337,8 @@ def iterative_prune(models: nn.Module | Mapping[str, nn.Module], scheme: str, cr
     return results
 
 
-def speedup_table(model: nn.Module, crs=(2, 4, 8, 16, 32, 64, 128, 256, 512), input_size: int = 64) -> list[dict]:
+def speedup_table(model: nn.Module, crs=(2, 4, 8, 16, 32, 64, 128, 256, 512), input_size: int = 64,
+                  keep_dense=()) -> list[dict]:
     """Table 1 for one model: theoretical speed-up of both schemes at each CR (pruning copies, no
     retraining: the ranking is by the given weights). Unreachable layer-wise CRs give None."""
     rows = []
@@ -323,12 +347,12 @@ def speedup_table(model: nn.Module, crs=(2, 4, 8, 16, 32, 64, 128, 256, 512), in
         done = 0
         for cr in crs:
             try:
-                rounds = check_compression_ratio(twin, scheme, cr)
+                rounds = check_compression_ratio(twin, scheme, cr, keep_dense)
             except ValueError:
                 rows.append({"scheme": scheme, "cr": cr, "speedup": None, "sparsity": None})
                 continue
             while done < rounds:
-                prune_round(twin, scheme)
+                prune_round(twin, scheme, keep_dense=keep_dense)
                 done += 1
             rows.append({"scheme": scheme, "cr": cr, "speedup": theoretical_speedup(twin, input_size),
                          "sparsity": sparsity(twin)["sparsity"]})

@@ -1,27 +1,33 @@
 """The paper's claims (Mahbod et al. 2022) against the rows of a monuseg_pruning run.
 
 :func:`paper_claims` is pure (rows in, ``study.claims.Claim`` out): it reads only the recorded rows and the
-paper's published numbers (``study/published/pruning.yaml``). Until the rows carry intervals over
-images, the decisions on segmentation quality compare mean per-image scores by sign or against the
-paper's 0.02 margin, and each claim's ``rule`` says so.
+paper's published numbers (``study/published/pruning.yaml``). Segmentation claims are decided from paired
+per-image differences (a pruned model minus its dense control retrained the same epochs, or layer-wise
+minus network-wide at one CR) with 95% bootstrap intervals over the test images (:mod:`.paired`); the
+paper's "< 2%" drop is read relatively (2% of the dense control's mean score), and the absolute reading
+(0.02) is reported beside it. Each claim's ``rule`` states its decision.
 """
 
 from __future__ import annotations
 
 import math
 
-from histolean.study import published
-from histolean.study.claims import FAILS, HOLDS, NOT_RESOLVED, NOT_TESTABLE, Claim, within
+import numpy as np
 
-from .run import COST_METHOD, DATASETS, METHOD, TABLE1_METHOD, UNPRUNED
+from histolean.study import published
+from histolean.study.claims import (FAILS, HOLDS, NOT_RESOLVED, NOT_TESTABLE, Claim, directional, directional_rule,
+                                    within)
+
+from . import paired
+from .run import CONTROL, COST_METHOD, DATASETS, DENSE_KERNELS, METHOD, TABLE1_METHOD, UNPRUNED
 
 PAPER = "Mahbod et al. 2022"
 SCHEMES = ("network-wide", "layer-wise")
 LABELS = {"monuseg": "MoNuSeg test", "tnbc": "TNBC (distribution shift)"}
 FIGURE = {"monuseg": "Fig. 2", "tnbc": "Fig. 3"}
 ALIVE_AJI = 0.05             # below it a model finds (almost) no nuclei: its shift would read as 0
-TABLE1_CRS = (2, 16, 128)    # the Table 1 cells compared
-TABLE1_TOLERANCE = 0.10      # relative: FLOP counts are exact, the paper's network-wide ones come from trained weights
+LARGE_CR = 32                # the paper: "CR > 2^5" layer-wise harms; network-wide better for large CRs
+TABLE1_TOLERANCE = 0.10      # relative: FLOP counts are exact, no interval
 
 
 def _finite(*values) -> bool:
@@ -35,21 +41,37 @@ def _published_claims() -> dict[str, list[dict]]:
     return out
 
 
+def _ci(d: dict) -> str:
+    return f"{d['mean']:+.3f} [{d['ci_lo']:+.3f}, {d['ci_hi']:+.3f}]"
+
+
+def _all_of(verdicts: list[str]) -> str:
+    """Every part must hold: fails if one fails, holds if all hold, else not resolved."""
+    if FAILS in verdicts:
+        return FAILS
+    return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else NOT_RESOLVED
+
+
 class _Scores:
-    """The scored rows of a run, looked up by (dataset, scheme, CR)."""
+    """The scored rows of a run, looked up by (dataset, scheme, CR); the dense control's at the CR it matches."""
 
     def __init__(self, rows: list[dict]):
         self.rows = [r for r in rows if r.get("kind", "variant") == "variant" and r.get("method") == METHOD]
         self.by_key = {(r["dataset"], r["setting"]["scheme"], r["setting"]["cr"]): r for r in self.rows}
 
+    def row(self, dataset: str, scheme: str, cr: int) -> dict | None:
+        return self.by_key.get((dataset, scheme, cr))
+
     def mean(self, dataset: str, scheme: str, cr: int, key: str) -> float:
         """The mean over images of ``key`` (NaN when not recorded)."""
-        row = self.by_key.get((dataset, scheme, cr))
+        row = self.row(dataset, scheme, cr)
         value = row["metrics"].get(key) if row else None
         return float(value) if value is not None else math.nan
 
-    def base(self, dataset: str, key: str) -> float:
-        return self.mean(dataset, UNPRUNED, 1, key)
+    def vs_control(self, dataset: str, scheme: str, cr: int, key: str) -> dict | None:
+        """Pruned minus its dense control (same epochs), paired over images; None without both rows."""
+        row, ref = self.row(dataset, scheme, cr), self.row(dataset, CONTROL, cr)
+        return paired.difference(row, ref, key) if row and ref else None
 
     def crs(self, scheme: str) -> list[int]:
         return sorted({cr for (_, s, cr) in self.by_key if s == scheme})
@@ -72,161 +94,218 @@ class _Scores:
             loss = " to training loss " + " / ".join(f"{b} {v['final_loss']:.3f}" for b, v in r["training"].items())
         return (f"U-Net x{sc.get('width', 1):g} ({r.get('params', 0) / 1e6:.2f} M parameters per branch; paper x1, "
                 f"24.4 M), {sc.get('epochs')} epochs{loss} (paper 1000, to convergence) + {sc.get('retrain_epochs')} "
-                "per pruning round, "
+                "per pruning round (the dense control retrained as long), "
                 f"{sc.get('n_train')} training images in {sc.get('crop')} px crops, {sc.get('n_test')} MoNuSeg / "
-                f"{sc.get('n_tnbc')} TNBC images scored ({sc.get('eval_crop') or 'whole'} px centre crops), "
-                f"encoder {sc.get('encoder')}; data: {kinds}")
+                f"{sc.get('n_tnbc')} TNBC images scored ({sc.get('eval_crop') or 'whole'} px centre crops; "
+                f"intervals resample images), encoder {sc.get('encoder')}; data: {kinds}")
 
     def caveat(self) -> str:
         r = self.unpruned()
         if r is None:
             return ""
-        return (f"Every pruning round adds {r.get('scale', {}).get('retrain_epochs')} epochs of retraining: at a scale "
-                "where the unpruned branches are not trained to convergence, a pruned model has also trained longer "
-                "than the unpruned one it is compared with.")
+        return (f"Every pruning round adds {r.get('scale', {}).get('retrain_epochs')} epochs of retraining to branches "
+                "not trained to convergence: each pruned model is compared with the dense branches retrained the same "
+                "epochs with the same seeds (the dense control), not with the unpruned CR 1 model.")
 
 
-def _schemes_by_cr(s: _Scores, dataset: str) -> Claim:
-    """Layer-wise better at small CRs, network-wide at large ones (sign of the AJI and PQ differences)."""
+def _paired_parts(s: _Scores, dataset: str, cr: int, direction: str) -> tuple[list[str], list[str], dict]:
+    """Layer-wise minus network-wide at one CR, AJI and PQ: the verdicts, the texts, the AJI interval."""
+    verdicts, texts, shown = [], [], {}
+    for key in ("aji", "pq"):
+        d = paired.difference(s.row(dataset, "layer-wise", cr), s.row(dataset, "network-wide", cr), key)
+        verdicts.append(directional(d["ci_lo"], d["ci_hi"], direction))
+        texts.append(f"{key.upper()} {_ci(d)}")
+        shown = shown or d
+    return verdicts, texts, shown
+
+
+def _layerwise_small(s: _Scores, dataset: str) -> Claim:
+    """Layer-wise better than network-wide at the smallest CR both schemes reached."""
     shared = sorted(set(s.crs("layer-wise")) & set(s.crs("network-wide")))
-    rule = ("sign of the mean-AJI and mean-PQ differences layer-wise minus network-wide at the smallest and the "
-            "largest CR both schemes reached: holds if both measures are > 0 at the smallest and < 0 at the largest; "
-            "fails if neither is; not resolved if one is (no interval yet)")
-    verdict, ours = NOT_TESTABLE, f"the two schemes share CRs {shared or 'none'}: the rule needs two"
-    if len(shared) >= 2:
-        small, large = shared[0], shared[-1]
-        diff = {cr: {k: s.mean(dataset, "layer-wise", cr, k) - s.mean(dataset, "network-wide", cr, k)
-                     for k in ("aji", "pq")} for cr in (small, large)}
-        ours = "layer-wise minus network-wide " + "; ".join(
-            f"at CR {cr}: AJI {diff[cr]['aji']:+.3f}, PQ {diff[cr]['pq']:+.3f}" for cr in (small, large))
-        if _finite(*(v for d in diff.values() for v in d.values())):
-            shown = sum(diff[small][k] > 0 and diff[large][k] < 0 for k in ("aji", "pq"))
-            verdict = {2: HOLDS, 1: NOT_RESOLVED, 0: FAILS}[shown]
+    what = "mean over test images of layer-wise minus network-wide (paired)"
+    rule = (f"at the smallest CR both schemes reached, for AJI and for PQ: {directional_rule('higher', what)}; "
+            "the claim holds if both hold, fails if either fails")
+    verdict, ours, interval = NOT_TESTABLE, "the two schemes share no CR", None
+    if shared:
+        cr = shared[0]
+        verdicts, texts, d = _paired_parts(s, dataset, cr, "higher")
+        verdict, interval = _all_of(verdicts), (d["ci_lo"], d["ci_hi"])
+        ours = f"layer-wise minus network-wide at CR {cr}: " + "; ".join(texts) + f" ({d['n']} images)"
     return Claim(paper=f"{PAPER}, {FIGURE[dataset]}",
-                 claim=f"{LABELS[dataset]}: layer-wise pruning is better at small CRs, network-wide at large CRs",
-                 paper_value=("layer-wise better at small CRs for all measures; layer-wise CR > 2^5 harms "
-                              "(curves, no printed values)"),
-                 ours=ours, rule=rule, verdict=verdict, scale=s.scale(),
+                 claim=f"{LABELS[dataset]}: layer-wise pruning is better than network-wide at small CRs",
+                 paper_value="layer-wise better at small CRs for all measures (curves, no printed values)",
+                 ours=ours, rule=rule, verdict=verdict, scale=s.scale(), interval=interval,
                  note=s.caveat() if dataset == s.datasets()[0] else "")   # the caveat once, on the table's first claim
 
 
+def _networkwide_large(s: _Scores, dataset: str) -> Claim:
+    """Network-wide better than layer-wise at large CRs (> 2^5): decided at the largest such CR reached."""
+    shared = sorted(set(s.crs("layer-wise")) & set(s.crs("network-wide")))
+    large = [cr for cr in shared if cr > LARGE_CR]
+    what = "mean over test images of layer-wise minus network-wide (paired)"
+    rule = (f"at the largest CR > {LARGE_CR} both schemes reached, for AJI and for PQ: "
+            f"{directional_rule('lower', what)}; the claim holds if both hold, fails if either fails; "
+            f"not testable if no CR > {LARGE_CR} was reached")
+    verdict, interval = NOT_TESTABLE, None
+    ours = f"the schemes share CRs up to {max(shared) if shared else 'none'}: no CR > {LARGE_CR} to compare"
+    if large:
+        cr = large[-1]
+        verdicts, texts, d = _paired_parts(s, dataset, cr, "lower")
+        verdict, interval = _all_of(verdicts), (d["ci_lo"], d["ci_hi"])
+        ours = f"layer-wise minus network-wide at CR {cr}: " + "; ".join(texts) + f" ({d['n']} images)"
+    base = s.unpruned() or {}
+    note = ""
+    if base.get("layerwise_max_cr_head_dense"):
+        note = (f"Layer-wise pruning keeps the 3x3 output head dense (our choice; the paper does not say what it does "
+                f"with tiny layers). At x{base['scale']['width']:g} the smallest pruned layer keeps one weight at "
+                f"CR {base['layerwise_max_cr_head_dense']}: a collapse near that CR is a narrowing artefact.")
+    return Claim(paper=f"{PAPER}, {FIGURE[dataset]} and Section 3",
+                 claim=f"{LABELS[dataset]}: network-wide pruning is better than layer-wise at large CRs (> 2^5)",
+                 paper_value="network-wide superior for large CRs; layer-wise CR > 2^5 harms (curves, no values)",
+                 ours=ours, rule=rule, verdict=verdict, scale=s.scale(), interval=interval, note=note)
+
+
+def _drops(s: _Scores, dataset: str, scheme: str, cr: int, keys) -> tuple[dict, dict, list[str]]:
+    """Non-inferiority of one pruned model vs its control for ``keys``: verdict per reading, and texts."""
+    verdicts, texts = {"relative": [], "absolute": []}, []
+    for key in keys:
+        d = s.vs_control(dataset, scheme, cr, key)
+        m = paired.margins(d)
+        for reading in verdicts:
+            verdicts[reading].append(paired.not_worse(d, m[reading]))
+        texts.append(f"{key.upper()} {_ci(d)} (2% of the control's {d['ref_mean']:.3f} = {m['relative']:.3f})")
+    return {r: _all_of(v) for r, v in verdicts.items()}, d, texts
+
+
 def _dice_robust(s: _Scores, dataset: str, paper_row: dict) -> Claim:
-    """Dice drops at most 0.02 up to the paper's CR (128 network-wide, 16 layer-wise)."""
-    scheme, paper_cr, margin = paper_row["scheme"], int(paper_row["cr"]), float(paper_row["max_dice_drop"])
-    reached = s.crs(scheme)
-    crs = [cr for cr in reached if cr <= paper_cr]
-    base = s.base(dataset, "dice")
-    drops = {cr: base - s.mean(dataset, scheme, cr, "dice") for cr in crs}
-    rule = (f"drop = mean Dice unpruned minus mean Dice at each CR up to {paper_cr}: fails if any drop > {margin:g}; "
-            f"holds if none is and CR {paper_cr} was reached; else not testable at this scale")
-    if not crs or not _finite(base, *drops.values()):
-        verdict, ours = NOT_TESTABLE, f"{scheme} not scored at this scale"
-    else:
-        ours = (f"unpruned Dice {base:.3f}; drop " + ", ".join(f"CR {cr} {v:+.3f}" for cr, v in drops.items())
-                + f"; CRs reached: up to {max(reached)}")
-        verdict = FAILS if any(v > margin for v in drops.values()) else HOLDS if max(crs) == paper_cr else NOT_TESTABLE
+    """Dice drops at most 2% up to the paper's CR (128 network-wide, 16 layer-wise), against the control."""
+    scheme, paper_cr = paper_row["scheme"], int(paper_row["cr"])
+    crs = [cr for cr in s.crs(scheme) if cr <= paper_cr and s.row(dataset, CONTROL, cr)]
+    rule = (f"per test image, Dice pruned minus its dense control (same epochs), 95% bootstrap interval over images at "
+            f"every CR up to {paper_cr}: holds if every interval lies above -2% of the control's mean Dice (the "
+            f"relative reading of the paper's '2%'), fails if one lies below it, else not resolved; not testable "
+            f"until CR {paper_cr} is reached (a failure before it still fails)")
+    verdict, interval, ours = NOT_TESTABLE, None, f"{scheme} not scored against a dense control at this scale"
+    if crs:
+        per_cr = {cr: _drops(s, dataset, scheme, cr, ("dice",)) for cr in crs}
+        readings = {}
+        for reading in ("relative", "absolute"):
+            vs = [v[0][reading] for v in per_cr.values()]
+            readings[reading] = (FAILS if FAILS in vs else NOT_TESTABLE if max(crs) < paper_cr
+                                 else HOLDS if all(v == HOLDS for v in vs) else NOT_RESOLVED)
+        verdict = readings["relative"]
+        last = per_cr[max(crs)][1]
+        interval = (last["ci_lo"], last["ci_hi"])
+        ours = ("pruned minus dense control: " + "; ".join(f"CR {cr} {v[2][0]}" for cr, v in per_cr.items())
+                + f"; absolute reading (0.02): {readings['absolute']}; CRs reached: up to {max(s.crs(scheme))}")
     note = "" if dataset == "monuseg" else "The paper states this for MoNuSeg (Fig. 2); TNBC is checked the same way."
     return Claim(paper=f"{PAPER}, Section 3 ({FIGURE[dataset]})",
-                 claim=f"{LABELS[dataset]}: {scheme} pruning to CR {paper_cr} loses at most {margin:g} Dice",
-                 paper_value=f"Dice drop <= {margin:g} up to CR {paper_cr} ({1 - 1 / paper_cr:.1%} of weights pruned)",
-                 ours=ours, rule=rule, verdict=verdict, scale=s.scale(), note=note)
+                 claim=f"{LABELS[dataset]}: {scheme} pruning to CR {paper_cr} loses at most 2% Dice",
+                 paper_value=(f"'only 2% reduction in Dice' up to CR {paper_cr} ({1 - 1 / paper_cr:.1%} of weights "
+                              "pruned)"),
+                 ours=ours, rule=rule, verdict=verdict, scale=s.scale(), interval=interval, note=note)
 
 
 def _small_loss(s: _Scores, dataset: str, paper_row: dict) -> Claim:
-    """80% of the weights pruned with under 0.02 AJI and PQ lost, for some scheme."""
-    fraction, margin = float(paper_row["fraction_pruned"]), float(paper_row["max_drop"])
+    """80% of the weights pruned with under 2% AJI and PQ lost (against the control), for some scheme."""
+    fraction = float(paper_row["fraction_pruned"])
     needed = 1
     while 1 - 1 / needed < fraction:   # the first power-of-two CR that prunes that fraction
         needed *= 2
-    parts, best = [], {}
+    parts, readings, interval = [], {"relative": [], "absolute": []}, None
     for scheme in SCHEMES:
-        crs = s.crs(scheme)
-        if not crs:
+        if not (s.row(dataset, scheme, needed) and s.row(dataset, CONTROL, needed)):
             continue
-        ok = [cr for cr in crs
-              if all(s.mean(dataset, scheme, cr, k) >= s.base(dataset, k) - margin for k in ("aji", "pq"))]
-        best[scheme] = max(ok) if ok else None
-        parts.append(f"{scheme}: CRs within {margin:g} of the unpruned AJI and PQ: {ok or 'none'}"
-                     + (f" (largest {max(ok)} = {1 - 1 / max(ok):.1%} of the weights pruned)" if ok else ""))
-    reached = max((cr for scheme in best for cr in s.crs(scheme)), default=0)
-    if reached < needed:
-        verdict = NOT_TESTABLE
-    else:
-        verdict = HOLDS if any(cr is not None and cr >= needed for cr in best.values()) else FAILS
+        verdicts, d, texts = _drops(s, dataset, scheme, needed, ("aji", "pq"))
+        for reading in readings:
+            readings[reading].append(verdicts[reading])
+        interval = interval or (d["ci_lo"], d["ci_hi"])
+        parts.append(f"{scheme} CR {needed}, pruned minus dense control: " + "; ".join(texts)
+                     + f" -> {verdicts['relative']} (absolute reading: {verdicts['absolute']})")
+
+    def decide(vs):
+        if not vs:
+            return NOT_TESTABLE
+        return HOLDS if HOLDS in vs else FAILS if all(v == FAILS for v in vs) else NOT_RESOLVED
+
+    verdict = decide(readings["relative"])
+    ours = "; ".join(parts) if parts else f"no scheme reached CR {needed} with a dense control"
+    if parts:
+        ours += f"; overall, absolute reading (0.02): {decide(readings['absolute'])}"
     return Claim(paper=f"{PAPER}, Sections 1 and 4 ({FIGURE[dataset]})",
-                 claim=(f"{LABELS[dataset]}: {fraction:.0%} of the weights can be pruned with under {margin:g} AJI "
-                        "and PQ lost"),
+                 claim=(f"{LABELS[dataset]}: {fraction:.0%} of the weights can be pruned with under 2% AJI and PQ "
+                        "lost"),
                  paper_value=f"{fraction:.0%} of the weights pruned, < 2% drop (layer-wise, at a certain CR)",
-                 ours="; ".join(parts) or "no pruned scheme scored",
-                 rule=(f"holds if, for either scheme, a CR >= {needed} (the first to prune >= {fraction:.0%}) keeps "
-                       f"mean AJI and mean PQ both within {margin:g} of the unpruned; fails if none does; "
-                       f"not testable if no scheme reached CR {needed}"),
-                 verdict=verdict, scale=s.scale())
+                 ours=ours,
+                 rule=(f"at CR {needed} (the first to prune >= {fraction:.0%}), per scheme, AJI and PQ pruned minus "
+                       "dense control, 95% bootstrap intervals over images: a scheme holds if both lie above -2% of "
+                       "the control's mean (relative reading), fails if either lies below it; the claim holds if a "
+                       f"scheme holds, fails if every scheme fails, else not resolved; not testable below CR {needed}"),
+                 verdict=verdict, scale=s.scale(), interval=interval)
 
 
 def _tnbc_shift(s: _Scores) -> Claim:
-    """Layer-wise less robust to the TNBC shift: its mean AJI shift is lower than network-wide's."""
-    alive = {sch: [cr for cr in s.crs(sch) if s.mean("monuseg", sch, cr, "aji") > ALIVE_AJI] for sch in SCHEMES}
-    shift = {sch: (sum(s.mean("tnbc", sch, cr, "aji") - s.mean("monuseg", sch, cr, "aji") for cr in crs) / len(crs)
-                   if crs else math.nan) for sch, crs in alive.items()}
-    unpruned = s.base("tnbc", "aji") - s.base("monuseg", "aji")
-    ours = ("mean AJI(TNBC) minus AJI(MoNuSeg) over the CRs where MoNuSeg AJI > "
-            f"{ALIVE_AJI:g}: " + ", ".join(f"{sch} {v:+.3f} (CRs {alive[sch]})" if crs else f"{sch}: no such CR"
-                                           for (sch, v), crs in zip(shift.items(), alive.values()))
-            + f"; unpruned {unpruned:+.3f}")
-    if _finite(*shift.values()):
-        verdict = HOLDS if shift["layer-wise"] < shift["network-wide"] else FAILS
-    else:
-        verdict = NOT_TESTABLE
+    """Layer-wise less robust to the TNBC shift: its AJI advantage over network-wide is lower on TNBC."""
+    alive = [cr for cr in sorted(set(s.crs("layer-wise")) & set(s.crs("network-wide")))
+             if all(s.mean("monuseg", sch, cr, "aji") > ALIVE_AJI for sch in SCHEMES)
+             and all(s.row(d, sch, cr) for d in DATASETS for sch in SCHEMES)]
+    what = "(layer-wise minus network-wide AJI on TNBC) minus (the same on MoNuSeg)"
+    rule = (f"per image, layer-wise minus network-wide AJI averaged over the CRs where both schemes' MoNuSeg AJI > "
+            f"{ALIVE_AJI:g} (a collapsed model scores 0 on both sets); the TNBC mean minus the MoNuSeg mean, each "
+            f"image set resampled on its own: {directional_rule('lower', what)}; not testable without such a CR")
+    verdict, interval, ours = NOT_TESTABLE, None, "no CR where both schemes find nuclei on MoNuSeg"
+    if alive:
+        per_set = {d: np.mean([paired.differences(s.row(d, "layer-wise", cr), s.row(d, "network-wide", cr), "aji")
+                               for cr in alive], axis=0) for d in DATASETS}
+        shift = paired.shift_difference(per_set["tnbc"], per_set["monuseg"])
+        verdict, interval = directional(shift["ci_lo"], shift["ci_hi"], "lower"), (shift["ci_lo"], shift["ci_hi"])
+        ours = (f"layer-wise minus network-wide AJI over CRs {alive}: TNBC {per_set['tnbc'].mean():+.3f}, MoNuSeg "
+                f"{per_set['monuseg'].mean():+.3f}; difference {_ci(shift)} ({shift['n'][0]} TNBC, {shift['n'][1]} "
+                "MoNuSeg images)")
     return Claim(paper=f"{PAPER}, Fig. 3 and Section 3",
                  claim="layer-wise pruning is less robust to the TNBC distribution shift than network-wide",
                  paper_value="TNBC measures close to MoNuSeg's; layer-wise less robust to the shift (no numbers)",
-                 ours=ours,
-                 rule=(f"sign comparison of the mean AJI shift (TNBC minus MoNuSeg, over the CRs where MoNuSeg AJI > "
-                       f"{ALIVE_AJI:g}: a collapsed model scores 0 on both): holds if layer-wise's is lower than "
-                       "network-wide's; fails otherwise; not testable if a scheme has no such CR"),
-                 verdict=verdict, scale=s.scale())
+                 ours=ours, rule=rule, verdict=verdict, scale=s.scale(), interval=interval)
 
 
 def _table1(rows: list[dict], s: _Scores) -> Claim:
-    """Table 1's theoretical speed-ups: the full-width net (untrained) against the paper's at CR 2, 16, 128."""
-    full = {(r["setting"]["scheme"], r["setting"]["cr"]): r for r in rows if r.get("method") == TABLE1_METHOD}
+    """Table 1 from this run's trained and retrained weights at every CR it reached; the untrained full-width
+    one-shot figures only as a labelled check of the formula."""
     paper = {(r["scheme"], r["cr"]): r["speedup"] for r in published.table("pruning", "table1_speedup")}
-    cells = [(sch, cr) for sch in SCHEMES for cr in TABLE1_CRS
-             if paper.get((sch, cr)) is not None and (sch, cr) in full
-             and full[(sch, cr)]["metrics"].get("theoretical_speedup") is not None]
-    ours_of = {c: float(full[c]["metrics"]["theoretical_speedup"]) for c in cells}
-    trained = []
-    for sch in SCHEMES:
-        crs = s.crs(sch)
-        row = s.by_key.get(("monuseg", sch, crs[-1])) if crs else None
-        if row and row.get("theoretical_speedup"):
-            ref = paper.get((sch, crs[-1]))
-            trained.append(f"{sch} CR {crs[-1]}: {row['theoretical_speedup']['semantic']:.2f}"
-                           + (f" (paper {ref:.2f})" if ref is not None else ""))
+    dataset = (s.datasets() or ["monuseg"])[0]
+    ours_of = {(sch, cr): float(s.row(dataset, sch, cr)["theoretical_speedup"]["semantic"])
+               for sch in SCHEMES for cr in s.crs(sch)
+               if paper.get((sch, cr)) is not None and (s.row(dataset, sch, cr) or {}).get("theoretical_speedup")}
     lo, hi = 1 - TABLE1_TOLERANCE, 1 + TABLE1_TOLERANCE
-    if cells:
-        verdict = HOLDS if all(within(ours_of[c] / paper[c], lo, hi) == HOLDS for c in cells) else FAILS
-        ours = "full width, untrained: " + "; ".join(
-            f"{sch} CR {cr}: {ours_of[(sch, cr)]:.2f} vs {paper[(sch, cr)]:.2f}" for sch, cr in cells)
+    if ours_of:
+        decided = [c for c in ours_of if c[0] == "network-wide"]
+        verdict = (NOT_TESTABLE if not decided else HOLDS
+                   if all(within(ours_of[c] / paper[c], lo, hi) == HOLDS for c in decided) else FAILS)
+        ours = "trained + retrained semantic branch: " + "; ".join(
+            f"{sch} CR {cr}: {v:.2f} vs {paper[(sch, cr)]:.2f}" for (sch, cr), v in ours_of.items())
     else:
-        verdict, ours = NOT_TESTABLE, "full-width speed-ups not computed"
-    if trained:
-        ours += f"; trained semantic branch at its largest CR: {'; '.join(trained)}"
-    params = next((r.get("params") for r in full.values()), None)
+        verdict, ours = NOT_TESTABLE, "no pruned round scored"
+    full = {(r["setting"]["scheme"], r["setting"]["cr"]): r["metrics"].get("theoretical_speedup")
+            for r in rows if r.get("method") == TABLE1_METHOD}
+    check = [f"{sch} CR {cr}: {full[(sch, cr)]:.2f} vs {paper[(sch, cr)]:.2f}" for sch in SCHEMES for cr in (2, 16, 128)
+             if full.get((sch, cr)) is not None and paper.get((sch, cr)) is not None]
+    if check:
+        ours += "; formula check (full width, He init, untrained, one shot; does not decide): " + "; ".join(check)
+    width = (s.unpruned() or {}).get("scale", {}).get("width", 1)
     return Claim(paper=f"{PAPER}, Table 1",
                  claim="theoretical speed-up (dense FLOPs / sparsity-aware FLOPs) of the pruned U-Net",
-                 paper_value="; ".join(f"{sch} CR {cr}: {paper[(sch, cr)]:.2f}" for sch in SCHEMES for cr in TABLE1_CRS
-                                       if paper.get((sch, cr)) is not None),
+                 paper_value="; ".join(f"{sch} CR {cr}: {v:.2f}" for (sch, cr), v in paper.items() if v is not None),
                  ours=ours,
-                 rule=(f"ours / paper within [{lo:g}, {hi:g}] at CR {', '.join(map(str, TABLE1_CRS))} for both schemes "
-                       "(exact FLOP counts, no interval): holds if every compared cell is; fails otherwise"),
-                 verdict=verdict,
-                 scale=(f"full-width U-Net ({params / 1e6:.1f} M parameters), He-initialised, not trained"
-                        if params else "full-width U-Net, He-initialised, not trained"),
-                 note=("Network-wide speed-ups depend on which layers hold the smallest weights: the paper's come from "
-                       "trained weights, ours from the He initialisation; layer-wise ones equal the CR whatever the "
-                       "weights."))
+                 rule=(f"network-wide: ours / paper within [{lo:g}, {hi:g}] at every CR this run reached (exact FLOP "
+                       "counts of the pruned semantic branch, ranked on its trained and retrained weights; no "
+                       "interval): holds if every compared cell is; fails otherwise; not testable without a pruned "
+                       "network-wide round. Layer-wise cells are shown, not decided: they equal the CR whatever the "
+                       "weights, less what the dense head costs in our schedule"),
+                 verdict=verdict, scale=s.scale(),
+                 note=(f"Network-wide speed-ups depend on which layers hold the smallest weights after training; ours "
+                       f"come from a x{width:g} network trained briefly. Our layer-wise schedule keeps the 3x3 head "
+                       "dense: its full-resolution FLOPs hold the layer-wise speed-up below the CR (the paper's "
+                       "schedule prunes every layer; see the formula check)."))
 
 
 def _layerwise_max_cr(rows: list[dict], s: _Scores, paper_row: dict) -> Claim:
@@ -240,6 +319,9 @@ def _layerwise_max_cr(rows: list[dict], s: _Scores, paper_row: dict) -> Claim:
         ours = f"full width: CR {full['layerwise_max_cr']}"
     if narrow and narrow.get("layerwise_max_cr"):
         ours += f"; x{narrow['scale']['width']:g} (this run): CR {narrow['layerwise_max_cr']}"
+        if narrow.get("layerwise_max_cr_head_dense"):
+            ours += (f" with every layer pruned, CR {narrow['layerwise_max_cr_head_dense']} with the head kept dense "
+                     "(this run's layer-wise schedule)")
     return Claim(paper=f"{PAPER}, Table 1 and Section 3",
                  claim="layer-wise pruning cannot go beyond CR 2^7 in the U-Net (a layer would lose all its weights)",
                  paper_value=f"largest layer-wise CR {paper_cr}",
@@ -273,14 +355,30 @@ def _cpu_speed(rows: list[dict]) -> Claim:
                  ours=ours,
                  rule=("holds if every pruned model's measured CPU speed-up (zeros kept, dense kernels) is below its "
                        "theoretical speed-up; fails if one reaches it"),
-                 verdict=verdict, scale=scale)
+                 verdict=verdict, scale=scale, note=DENSE_KERNELS[0].upper() + DENSE_KERNELS[1:] + ".")
+
+
+def paired_table(rows: list[dict]) -> list[dict]:
+    """Every pruned (dataset, scheme, CR) minus its dense control, per measure: mean over images and its 95%
+    bootstrap interval, and the difference as a share of the control's mean (the relative reading)."""
+    s, out = _Scores(rows), []
+    for (dataset, scheme, cr) in sorted(s.by_key):
+        if scheme in (UNPRUNED, CONTROL) or not s.row(dataset, CONTROL, cr):
+            continue
+        for key in paired.MEASURES:
+            d = s.vs_control(dataset, scheme, cr, key)
+            out.append({"dataset": dataset, "scheme": scheme, "cr": cr, "measure": key,
+                        "pruned_minus_control": d["mean"], "ci_lo": d["ci_lo"], "ci_hi": d["ci_hi"],
+                        "control": d["ref_mean"], "n_images": d["n"],
+                        "relative": d["mean"] / d["ref_mean"] if d["ref_mean"] else math.nan})
+    return out
 
 
 def paper_claims(rows: list[dict]) -> list[Claim]:
     """The paper's claims against the rows of a run (any order; claim rows of an earlier call are ignored)."""
     s = _Scores(rows)
     published_claims = _published_claims()
-    out = [_schemes_by_cr(s, d) for d in s.datasets()]
+    out = [claim(s, d) for d in s.datasets() for claim in (_layerwise_small, _networkwide_large)]
     out += [_dice_robust(s, d, row) for d in s.datasets() for row in published_claims["dice_robust"]]
     out += [_small_loss(s, d, published_claims["small_loss"][0]) for d in s.datasets()]
     if {"monuseg", "tnbc"} <= set(s.datasets()):

@@ -7,9 +7,15 @@ round, and cost the pruned networks (theoretical speed-up, sparse storage, measu
     sets = load_data(config)
     run = PruningRun(config, sets, rec)
     run.train_base()                                 # CR 1 rows
-    run.prune()                                      # one row per (dataset, scheme, CR)
-    table1 = run.speedup_table()                     # full-width Table 1 rows
+    run.prune()                                      # the dense control, then one row per (dataset, scheme, CR)
+    table1 = run.speedup_table()                     # Table 1: ours (trained weights) and the formula check
     cost = run.cost_on_cpu()                         # measured speed and storage rows
+
+Every pruning round ``k`` (CR ``2**k``) has a **dense control**: the unpruned branches retrained the same
+``k * retrain_epochs`` epochs with the same seeds (scheme ``"dense control"``, recorded at the CR it
+matches), so a pruning effect is "pruned minus dense with the same training". Layer-wise pruning keeps
+the 3x3 output head dense (:data:`LAYERWISE_KEEP_DENSE`): the paper does not say what it does with tiny
+layers, and a narrowed net's head (36 weights at x0.25) would otherwise be cut to one weight by CR 32.
 
 The trained branches and every pruning round are ``histolean.util.cache`` records under
 ``<output_dir>/checkpoints/monuseg_pruning/``, keyed by :func:`resume_key` (the settings, the
@@ -32,9 +38,12 @@ import torch
 from histolean import data
 from histolean.core import arch, flops, measure, metrics, models, train
 from histolean.data import monuseg as monuseg_format, synthetic, tnbc as tnbc_format
+from histolean.data.common import dataset_dir
 from histolean.methods import pruning, segmentation
 from histolean.study import published
 from histolean.util import atomic, cache
+
+from . import paired
 
 BENCHMARK = "monuseg_pruning"
 METHOD = "iterative magnitude pruning"                      # rows of the scored branches
@@ -44,6 +53,16 @@ DATASETS = ("monuseg", "tnbc")
 UNPRUNED = "unpruned"
 DENSE = "CR 1 (dense)"
 TABLE1_CRS = tuple(2 ** k for k in range(1, 10))
+CONTROL = pruning.CONTROL                                   # scheme of the dense control rows
+LAYERWISE_KEEP_DENSE = ("head",)                            # our choice: the paper says nothing of tiny layers
+FORMULA_CHECK = "He init, untrained, pruned in one shot (a check of the formula, not a result)"
+TRAINED_WEIGHTS = "ranked on this run's trained (CR 2) and retrained (CR >= 4) weights"
+DENSE_KERNELS = "dense kernels run the zero-filled weights at dense speed: measured speed-up ~1 whatever the CR"
+
+
+def keep_dense(scheme: str) -> tuple[str, ...]:
+    """The layers a scheme leaves whole: the output head for layer-wise pruning, none otherwise."""
+    return LAYERWISE_KEEP_DENSE if scheme == "layer-wise" else ()
 
 
 def encoder_init(encoder_weights) -> str:
@@ -78,6 +97,7 @@ class Config:
     speed_input: int
     speed_repeats: int
     resume: bool
+    workers: int
 
     @classmethod
     def from_parameters(cls, parameters: Mapping) -> "Config":
@@ -139,23 +159,44 @@ class Images:
                 f"{test[0].image.shape[:2]} px")
 
 
-def _load_or_generate(loader, config: Config, n: int, seed_offset: int):
+def _load_or_generate(name: str, loader, config: Config, n: int, seed_offset: int):
+    """Real images when the dataset folder exists (a broken folder is an error naming the file), generated
+    tiles when it does not."""
     try:
-        return loader(root=config.data_root or None, limit=n, seed=config.seed), "real"
-    except (data.DataError, FileNotFoundError) as err:
+        dataset_dir(name, config.data_root or None)
+    except data.DataError as err:
         print(f"{err}\n-> using generated tiles (data_kind=synthetic)")
         size = max(config.eval_crop, 2 * config.crop, 256)
         return data.synthetic_tiles(n, size=size, seed=config.seed + seed_offset), "synthetic"
+    return loader(root=config.data_root or None, limit=n, seed=config.seed), "real"
+
+
+def check_scored(samples: list, dataset: str) -> list:
+    """A scored set must hold images, each with an instance map whose labels are nuclei: one label over
+    several separate regions is a binary mask passed as instances (AJI and PQ would be meaningless)."""
+    from scipy import ndimage
+
+    if not samples:
+        raise data.DataError(f"{dataset}: the test split holds no images (n_test / n_tnbc = 0 or an empty folder)")
+    for s in samples:
+        labels = np.unique(s.instances[s.instances > 0])
+        if labels.size == 1 and ndimage.label(s.instances > 0)[1] > 1:
+            raise data.DataError(f"{s.path or s.name}: instance mask has one label ({labels[0]}) for all "
+                                 f"{ndimage.label(s.instances > 0)[1]} separate nuclei; label each nucleus "
+                                 "(e.g. histolean.data.instances_from_mask on a binary mask)")
+    return samples
 
 
 def load_data(config: Config) -> Images:
     """MoNuSeg training images; MoNuSeg test and TNBC images cut to their centre ``eval_crop`` px. Without a
     data folder the loader says which folder it looked for and generated tiles stand in."""
-    train_set, kind_train = _load_or_generate(lambda **kw: data.load_monuseg("train", **kw), config, config.n_train, 0)
-    test_set, kind_test = _load_or_generate(lambda **kw: data.load_monuseg("test", **kw), config, config.n_test, 1)
-    tnbc_set, kind_tnbc = _load_or_generate(data.load_tnbc, config, config.n_tnbc, 2)
-    scored = {"monuseg": [center_crop(s, config.eval_crop) for s in test_set],
-              "tnbc": [center_crop(s, config.eval_crop) for s in tnbc_set]}
+    train_set, kind_train = _load_or_generate("monuseg", lambda **kw: data.load_monuseg("train", **kw), config,
+                                              config.n_train, 0)
+    test_set, kind_test = _load_or_generate("monuseg", lambda **kw: data.load_monuseg("test", **kw), config,
+                                            config.n_test, 1)
+    tnbc_set, kind_tnbc = _load_or_generate("tnbc", data.load_tnbc, config, config.n_tnbc, 2)
+    scored = {"monuseg": check_scored([center_crop(s, config.eval_crop) for s in test_set], "monuseg test"),
+              "tnbc": check_scored([center_crop(s, config.eval_crop) for s in tnbc_set], "tnbc")}
     return Images(train_set, scored, {"train": kind_train, "monuseg": kind_test, "tnbc": kind_tnbc})
 
 
@@ -205,6 +246,7 @@ class PruningRun:
         self.runs: dict[str, list[dict]] = {}
         self.base_nets: dict[str, torch.nn.Module] = {}
         self.base_result: dict = {}
+        self.control: list[dict] = []
         self.params = 0
 
     @property
@@ -238,66 +280,106 @@ class PruningRun:
         result = pruning.load_round(path, nets, self.key)
         if result is None:
             times = {}
-            for branch, net in nets.items():
-                t0 = time.perf_counter()
-                fit = self._train(branch, net, self.config.epochs, self.config.seed)
-                times[branch] = {"train_time_s": time.perf_counter() - t0, "final_loss": fit.history[-1]["train_loss"]}
+            if self.config.workers > 1:      # the two branches are independent trainings: one process each
+                done = self._in_workers([(_train_job, self.config, self.images, b) for b in nets])
+                for branch, (state, fit) in zip(nets, done):
+                    nets[branch].load_state_dict(state)
+                    times[branch] = fit
+            else:
+                for branch, net in nets.items():
+                    t0 = time.perf_counter()
+                    fit = self._train(branch, net, self.config.epochs, self.config.seed)
+                    times[branch] = {"train_time_s": time.perf_counter() - t0,
+                                     "final_loss": fit.history[-1]["train_loss"]}
             result = {"train": times, "evaluation": self.evaluate(nets)}
             pruning.save_round(path, nets, result, self.key)
         self.base_nets, self.base_result = nets, result
         self.params = flops.count_params(nets["semantic"])
         self._add_rows(UNPRUNED, 1, result, {b: 0.0 for b in segmentation.BRANCHES},
                        {b: 1.0 for b in segmentation.BRANCHES}, training=result["train"],
-                       layerwise_max_cr=pruning.max_layerwise_cr(nets["semantic"]))
+                       layerwise_max_cr=pruning.max_layerwise_cr(nets["semantic"]),
+                       layerwise_max_cr_head_dense=pruning.max_layerwise_cr(nets["semantic"], LAYERWISE_KEEP_DENSE))
         self.speed_models[DENSE] = pruning.dense_copy(nets["semantic"]).cpu().eval()
         self.storage.append({"scheme": UNPRUNED, "cr": 1, "dense_bytes": pruning.dense_bytes(nets["semantic"]),
                              "sparse_bytes": None})
         return result
 
     def _add_rows(self, scheme: str, cr: int, result: dict, sparsity: dict, speedup: dict, **extra) -> None:
+        """One row per scored dataset, with its per-image scores (for the paired intervals) and the epochs
+        its weights were trained (base + every retraining round up to this CR)."""
         c = self.config
+        epochs = c.epochs + pruning.rounds_for(cr) * c.retrain_epochs
+        weights = {UNPRUNED: "dense", CONTROL: "dense (retrained, not pruned)"}.get(scheme, TRAINED_WEIGHTS)
         for dataset in self.images.scored:
             scores = result["evaluation"][dataset]
             self.per_image.extend({**r, "scheme": scheme, "cr": cr} for r in scores)
             self.rec.add(dataset=dataset, data_kind=self.images.data_kind(dataset), model=self.model_name,
                          method=METHOD, setting={"scheme": scheme, "cr": cr}, metrics=summarise(scores),
                          n_images=len(scores), scale=c.scale, params=self.params, sparsity=sparsity,
-                         theoretical_speedup=speedup, input_size=c.eval_crop or None, **extra)
+                         theoretical_speedup=speedup, speedup_weights=weights, epochs_trained=epochs,
+                         per_image=paired.per_image(scores), input_size=c.eval_crop or None, **extra)
         for name, inst in result["evaluation"]["examples"].items():
             self.gallery[(name, scheme, cr)] = inst
 
     def target_cr(self, scheme: str) -> int:
-        """``max_cr``, or for layer-wise pruning the largest CR that leaves every layer a weight (said so)."""
+        """``max_cr``, or for layer-wise pruning the largest CR that leaves every pruned layer a weight (said so)."""
         try:
-            pruning.check_compression_ratio(self.base_nets["semantic"], scheme, self.config.max_cr)
+            pruning.check_compression_ratio(self.base_nets["semantic"], scheme, self.config.max_cr, keep_dense(scheme))
             return self.config.max_cr
         except ValueError as err:
-            target = pruning.max_layerwise_cr(self.base_nets["semantic"])
+            target = pruning.max_layerwise_cr(self.base_nets["semantic"], keep_dense(scheme))
             print(f"{err}\n-> {scheme} stops at CR {target}")
             return target
 
+    def _schedule(self, scheme: str, target: int, record: bool = True) -> list[dict]:
+        """Algorithm 1 (or the dense control: the same rounds without pruning) from the trained branches; with
+        ``record`` False (a worker process) the rounds are only computed and saved."""
+        nets = {b: pruning.clone(n) for b, n in self.base_nets.items()}
+        t0 = time.perf_counter()
+
+        def on_round(r):
+            self._on_round(scheme, nets, r, t0)
+
+        return pruning.iterative_prune(
+            nets, scheme, target, retrain=lambda branch, net, cr: self._train(
+                branch, net, self.config.retrain_epochs, self.config.seed + cr),
+            evaluate=self.evaluate, state_dir=self.config.state_dir, run_key=self.key,
+            on_round=on_round if record else None, keep_dense=keep_dense(scheme))
+
+    def _in_workers(self, jobs: list[tuple]) -> list:
+        """``(function, *args)`` jobs in ``workers`` processes of one torch thread each (a fork server: no
+        fork of a process running torch threads); their results in order."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=min(self.config.workers, len(jobs)), mp_context=context) as pool:
+            futures = [pool.submit(job[0], *job[1:]) for job in jobs]
+            return [f.result() for f in futures]
+
     def prune(self) -> dict[str, list[dict]]:
         """Algorithm 1, lines 3-12, for every scheme: both branches pruned side by side (each ranked on its
-        own weights), retrained, scored and recorded after every round."""
+        own weights), retrained, scored and recorded after every round; first the dense control, retrained
+        round by round with the same epochs and seeds up to the largest CR any scheme reaches."""
         if not self.base_nets:
             raise RuntimeError("PruningRun.prune: call train_base() first")
-        for scheme in self.config.schemes:
-            target = self.target_cr(scheme)
-            nets = {b: pruning.clone(n) for b, n in self.base_nets.items()}
-            t0 = time.perf_counter()
-
-            def on_round(r, scheme=scheme, nets=nets, t0=t0):
-                self._on_round(scheme, nets, r, t0)
-
-            self.runs[scheme] = pruning.iterative_prune(
-                nets, scheme, target, retrain=lambda branch, net, cr: self._train(
-                    branch, net, self.config.retrain_epochs, self.config.seed + cr),
-                evaluate=self.evaluate, state_dir=self.config.state_dir, run_key=self.key, on_round=on_round)
+        targets = {scheme: self.target_cr(scheme) for scheme in self.config.schemes}
+        chains = {CONTROL: max(targets.values())} | targets
+        if self.config.workers > 1:      # independent chains computed in parallel; recorded below from their saves
+            states = {b: n.state_dict() for b, n in self.base_nets.items()}
+            self._in_workers([(_schedule_job, self.config, self.images, states, s, t) for s, t in chains.items()])
+        self.control = self._schedule(CONTROL, chains[CONTROL])
+        for scheme, target in targets.items():
+            self.runs[scheme] = self._schedule(scheme, target)
         return self.runs
 
     def _on_round(self, scheme: str, nets: dict, r: dict, t0: float) -> None:
         sp = {b: r["sparsity"][b]["sparsity"] for b in nets}
         self._add_rows(scheme, r["cr"], r, sp, r["speedup"])
+        if scheme == CONTROL:
+            print(f"dense control, {self.config.epochs} + {r['round']} x {self.config.retrain_epochs} epochs (as CR "
+                  f"{r['cr']})" + (" (resumed)" if r["resumed"] else f", {time.perf_counter() - t0:.0f} s"))
+            return
         self.speed_models[f"CR {r['cr']} {scheme}"] = pruning.dense_copy(nets["semantic"]).cpu().eval()
         size = pruning.save_sparse(self.config.state_dir / f"sparse_{scheme}_cr{r['cr']}_semantic.pt", nets["semantic"])
         self.storage.append({"scheme": scheme, "cr": r["cr"], "dense_bytes": pruning.dense_bytes(nets["semantic"]),
@@ -306,6 +388,12 @@ class PruningRun:
         print(f"{scheme} CR {r['cr']}: kept {semantic['kept']:,} of {semantic['weights']:,} weights, "
               f"speed-up {r['speedup']['semantic']:.2f}"
               + (" (resumed)" if r["resumed"] else f", {time.perf_counter() - t0:.0f} s"))
+
+    @classmethod
+    def in_worker(cls, config: Config, images: Images) -> "PruningRun":
+        """The run as a worker process sees it: one torch thread, the CPU, no recorder, nothing forgotten."""
+        torch.set_num_threads(1)
+        return cls(replace(config, resume=True), images, rec=None, device="cpu")
 
     # ----------------------------------------------------------------------- per image and Fig. 4
 
@@ -330,8 +418,10 @@ class PruningRun:
     # ----------------------------------------------------------------------- Table 1 and cost
 
     def speedup_table(self) -> pd.DataFrame:
-        """Table 1: the paper's theoretical speed-ups beside our trained semantic branch's and those of the
-        full-width network pruned from its He-initialised weights (recorded, kind "speedup_table")."""
+        """Table 1: the paper's theoretical speed-ups beside our semantic branch's at every round (ranked on
+        the trained and retrained weights: the scored rows' ``theoretical_speedup``, which decide the claim)
+        and, only as a check of the formula, the full-width network pruned in one shot from its He
+        initialisation with the paper's layer-wise schedule (every layer; recorded, kind "speedup_table")."""
         full = segmentation.unet_resnet34(1.0, seed=self.config.seed)
         full_rows = pruning.speedup_table(full, crs=list(TABLE1_CRS))
         for r in full_rows:
@@ -339,12 +429,12 @@ class PruningRun:
                          method=TABLE1_METHOD, setting={"scheme": r["scheme"], "cr": r["cr"]},
                          metrics={"theoretical_speedup": r["speedup"]}, params=flops.count_params(full),
                          reachable=r["speedup"] is not None, layerwise_max_cr=pruning.max_layerwise_cr(full),
-                         kind="speedup_table")
+                         speedup_weights=FORMULA_CHECK, kind="speedup_table")
         paper = pd.DataFrame(published.table("pruning", "table1_speedup")).assign(source="paper (trained, Table 1)")
         ours = pd.DataFrame([{"scheme": s, "cr": r["cr"], "speedup": r["speedup"]["semantic"],
-                              "source": f"ours: semantic branch x{self.config.width:g} (trained)"}
+                              "source": f"ours: semantic branch x{self.config.width:g}, trained + retrained"}
                              for s, rs in self.runs.items() for r in rs])
-        full_width = pd.DataFrame(full_rows).assign(source="ours: full width, He init")
+        full_width = pd.DataFrame(full_rows).assign(source="formula check: full width, He init, untrained, one shot")
         return pd.concat([paper, ours, full_width[["scheme", "cr", "speedup", "source"]]])
 
     def cost_on_cpu(self) -> pd.DataFrame:
@@ -361,6 +451,7 @@ class PruningRun:
             label = DENSE if s["scheme"] == UNPRUNED else f"CR {s['cr']} {s['scheme']}"
             rows.append({**s, "median_ms": timing[label]["median_s"] * 1e3,
                          "measured_speedup": timing[label]["speedup"], "theoretical_speedup": theory.get(label, 1.0),
+                         "theoretical_from": "dense" if s["scheme"] == UNPRUNED else TRAINED_WEIGHTS,
                          "size_ratio": s["sparse_bytes"] / s["dense_bytes"] if s["sparse_bytes"] else float("nan")})
         for row in rows:
             if row["scheme"] == UNPRUNED:
@@ -369,5 +460,27 @@ class PruningRun:
                          method=COST_METHOD, setting={"scheme": row["scheme"], "cr": row["cr"]},
                          metrics={k: row[k] for k in ("measured_speedup", "theoretical_speedup", "median_ms",
                                                       "sparse_bytes", "dense_bytes", "size_ratio")},
-                         input_size=c.speed_input, repeats=c.speed_repeats, scale=c.scale, kind="speed")
+                         input_size=c.speed_input, repeats=c.speed_repeats, scale=c.scale, kind="speed",
+                         speedup_weights=TRAINED_WEIGHTS, note=DENSE_KERNELS)
         return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- worker processes (workers > 1)
+
+def _train_job(config: Config, images: Images, branch: str) -> tuple[dict, dict]:
+    """One branch trained from its seeded start: its weights and its training time and final loss."""
+    run = PruningRun.in_worker(config, images)
+    net = run.make_branches()[branch]
+    t0 = time.perf_counter()
+    fit = run._train(branch, net, config.epochs, config.seed)
+    return net.state_dict(), {"train_time_s": time.perf_counter() - t0, "final_loss": fit.history[-1]["train_loss"]}
+
+
+def _schedule_job(config: Config, images: Images, states: dict, scheme: str, target: int) -> str:
+    """One chain of rounds (a scheme, or the dense control) from the trained branches, saved for the parent."""
+    run = PruningRun.in_worker(config, images)
+    run.base_nets = run.make_branches()
+    for branch, net in run.base_nets.items():
+        net.load_state_dict(states[branch])
+    run._schedule(scheme, target, record=False)
+    return scheme
