@@ -160,6 +160,7 @@ def test_fit_and_test_keeps_the_best_epoch_and_times_epochs():
     assert res["history"][res["best_epoch"] - 1]["val_accuracy"] == best_acc
     assert res["metrics"]["auc"] > 0.9 and res["metrics"]["n_test"] == 16   # the red channel gives class 1 away
     assert res["time_per_epoch_s"] > 0
+    assert len(res["valid_probs"]) == 16 and len(res["test_probs"]) == 16   # for the learning check and pairing
     with pytest.raises(ValueError, match="epochs and batch_size must be >= 1"):
         kz.fit_and_test(model, (tr.images, tr.labels), (va.images, va.labels), (te.images, te.labels), epochs=0)
 
@@ -215,6 +216,11 @@ def test_zoo_runner_records_trained_and_skipped_variants(tmp_path):
                                  "n_valid": 8, "n_test": 8}
     ok = zoo.train("idc", "b2", "full")
     assert ok["status"] == "ok" and ok["paper_name"] == "B2" and ok["setting"]["batch_size"] == 8
+    assert ok["learned"] and ok["valid_auc_ci"][0] > 0.5 and len(ok["test_probs"]) == len(ok["test_labels"]) == 8
+    assert ok["resampling_unit"] == "patient" and ok["setting"]["protocol"]["optimizer"]["value"] == "Adam"
+    # constant outputs (a collapsed model) do not beat chance: such a row is "did_not_learn"
+    assert not zoo.learning_check("idc", [0.5] * 8)["learned"]
+    assert not zoo.learning_check("idc", [0.9, 0.1] * 4)["learned"]   # ranks the classes the wrong way round
     assert ok["params"] == kz.describe(kz.build("b2", 20))["params"] and "full_epoch_s_extrapolated" not in ok
     assert ("idc", "full", "b2") in zoo.results and (tmp_path / "models" / "idc" / "full" / "b2" / "result.json").is_file()
     skipped = zoo.train("idc", "b6", "full")   # 20 px is below B6's 36
