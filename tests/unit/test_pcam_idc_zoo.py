@@ -16,6 +16,7 @@ pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from histolean import arch, data, flops, models  # noqa: E402
+from histolean.core import metrics  # noqa: E402
 from histolean.experiments import pcam_idc_zoo as kz  # noqa: E402
 from histolean.experiments.pcam_idc_zoo import runs  # noqa: E402
 from histolean.study import published  # noqa: E402
@@ -277,3 +278,22 @@ def test_recalibrated_batchnorm_makes_evaluation_match_training_mode():
     assert kz.recalibrate_batchnorm(model, images) == 27
     np.testing.assert_allclose(np.asarray(model(x, training=False)), np.asarray(model(x, training=True)), atol=1e-4)
     assert all(layer.momentum == 0.99 for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def test_an_accuracy_tie_keeps_the_epoch_that_ranks_better():
+    # every output below 0.5 in both epochs (accuracy 0.5 twice): the paper's rule alone keeps epoch 1, which
+    # here ranks the classes the wrong way round; the AUC tie-break keeps epoch 2 (IDC B2 in the default run)
+    from histolean.experiments.pcam_idc_zoo.training import _BestEpoch
+
+    labels = np.arange(16) % 2
+    images = np.where(labels[:, None, None, None] == 1, 200, 50).astype(np.uint8) * np.ones((16, 4, 4, 3), np.uint8)
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(1, activation="sigmoid")])
+    best = _BestEpoch((images, labels))
+    best.set_model(model)
+    for epoch, sign in enumerate((-1.0, 1.0)):
+        model.layers[-1].set_weights([np.full((48, 1), sign * 0.01, np.float32), np.array([-3.0], np.float32)])
+        best.on_epoch_begin(epoch)
+        best.on_epoch_end(epoch)
+    assert [h["val_accuracy"] for h in best.history] == [0.5, 0.5]
+    assert best.history[0]["val_auc"] < 0.5 < best.history[1]["val_auc"] and best.best_epoch == 2
+    assert metrics.auc(labels, best.best_probs) == 1.0
