@@ -16,6 +16,7 @@ pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from histolean import arch, data, flops, models  # noqa: E402
+from histolean.core import metrics  # noqa: E402
 from histolean.experiments import pcam_idc_zoo as kz  # noqa: E402
 from histolean.experiments.pcam_idc_zoo import runs  # noqa: E402
 from histolean.study import published  # noqa: E402
@@ -160,6 +161,7 @@ def test_fit_and_test_keeps_the_best_epoch_and_times_epochs():
     assert res["history"][res["best_epoch"] - 1]["val_accuracy"] == best_acc
     assert res["metrics"]["auc"] > 0.9 and res["metrics"]["n_test"] == 16   # the red channel gives class 1 away
     assert res["time_per_epoch_s"] > 0
+    assert len(res["valid_probs"]) == 16 and len(res["test_probs"]) == 16   # for the learning check and pairing
     with pytest.raises(ValueError, match="epochs and batch_size must be >= 1"):
         kz.fit_and_test(model, (tr.images, tr.labels), (va.images, va.labels), (te.images, te.labels), epochs=0)
 
@@ -215,6 +217,11 @@ def test_zoo_runner_records_trained_and_skipped_variants(tmp_path):
                                  "n_valid": 8, "n_test": 8}
     ok = zoo.train("idc", "b2", "full")
     assert ok["status"] == "ok" and ok["paper_name"] == "B2" and ok["setting"]["batch_size"] == 8
+    assert ok["learned"] and ok["valid_auc_ci"][0] > 0.5 and len(ok["test_probs"]) == len(ok["test_labels"]) == 8
+    assert ok["resampling_unit"] == "patient" and ok["setting"]["protocol"]["optimizer"]["value"] == "Adam"
+    # constant outputs (a collapsed model) do not beat chance: such a row is "did_not_learn"
+    assert not zoo.learning_check("idc", [0.5] * 8)["learned"]
+    assert not zoo.learning_check("idc", [0.9, 0.1] * 4)["learned"]   # ranks the classes the wrong way round
     assert ok["params"] == kz.describe(kz.build("b2", 20))["params"] and "full_epoch_s_extrapolated" not in ok
     assert ("idc", "full", "b2") in zoo.results and (tmp_path / "models" / "idc" / "full" / "b2" / "result.json").is_file()
     skipped = zoo.train("idc", "b6", "full")   # 20 px is below B6's 36
@@ -271,3 +278,22 @@ def test_recalibrated_batchnorm_makes_evaluation_match_training_mode():
     assert kz.recalibrate_batchnorm(model, images) == 27
     np.testing.assert_allclose(np.asarray(model(x, training=False)), np.asarray(model(x, training=True)), atol=1e-4)
     assert all(layer.momentum == 0.99 for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def test_an_accuracy_tie_keeps_the_epoch_that_ranks_better():
+    # every output below 0.5 in both epochs (accuracy 0.5 twice): the paper's rule alone keeps epoch 1, which
+    # here ranks the classes the wrong way round; the AUC tie-break keeps epoch 2 (IDC B2 in the default run)
+    from histolean.experiments.pcam_idc_zoo.training import _BestEpoch
+
+    labels = np.arange(16) % 2
+    images = np.where(labels[:, None, None, None] == 1, 200, 50).astype(np.uint8) * np.ones((16, 4, 4, 3), np.uint8)
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(1, activation="sigmoid")])
+    best = _BestEpoch((images, labels))
+    best.set_model(model)
+    for epoch, sign in enumerate((-1.0, 1.0)):
+        model.layers[-1].set_weights([np.full((48, 1), sign * 0.01, np.float32), np.array([-3.0], np.float32)])
+        best.on_epoch_begin(epoch)
+        best.on_epoch_end(epoch)
+    assert [h["val_accuracy"] for h in best.history] == [0.5, 0.5]
+    assert best.history[0]["val_auc"] < 0.5 < best.history[1]["val_auc"] and best.best_epoch == 2
+    assert metrics.auc(labels, best.best_probs) == 1.0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histolean.core import arch
+from histolean.core import arch, metrics
 from histolean.experiments.pcam_idc_zoo import keras_models, training
 from histolean.experiments.pcam_idc_zoo.keras_models import (WeightsError, WeightsUnavailable, build, describe,
                                                              load_weights, model_entry, resolve_weights, save_weights,
@@ -26,6 +26,23 @@ RESULT_FILE = "result.json"
 WEIGHTS_FILE = "best.weights.h5"
 PCAM_TRAIN_FULL = 262_144   # patches in PCam's training split: our epoch time extrapolated to the paper's epoch
 NOT_RUN = (arch.InputTooSmall, WeightsUnavailable, WeightsError)   # a variant recorded as skipped, with the reason
+DID_NOT_LEARN = "did_not_learn"   # status of a trained model whose validation AUC does not beat chance
+# what the bootstrap resamples: IDC's patient ids are in its file names; our PCam copy has no slide ids
+RESAMPLING_UNIT = {"idc": "patient", "pcam": "patch"}
+# The protocol and where each setting comes from: the paper's text, or our choice where the text is silent.
+PROTOCOL = {
+    "optimizer": ("Adam", "paper text (the tuned hyperparameter is 'Adam learning rate')"),
+    "loss": ("binary cross-entropy, one sigmoid output", "paper text (binary labels, AUC); loss name our choice"),
+    "selection": ("best epoch by validation accuracy, ties broken by validation AUC, then tested",
+                  "paper text (accuracy); the tie-break is our choice (short runs tie at 0.5)"),
+    "augmentation": ("none", "paper text states none (its repository's B6 script flips/rotates: not followed)"),
+    "lr": (None, "our choice where untuned: Keras's Adam default 1e-3 (the text gives no untuned rate)"),
+    "batch_size": (None, "our choice where untuned (the text tunes it and prints no value)"),
+    "epochs": (None, "paper text 15; fewer here at reduced scale (see scale)"),
+    "transfer": ("trunk frozen, new head (GAP, dense 256, sigmoid) trained", "paper text"),
+    "bn_momentum": (None, "our choice (short runs; Keras's 0.99 is the paper's)"),
+    "recalibrate_bn": (None, "our choice (short runs; the paper: none)"),
+}
 
 
 def data_fingerprint(*patch_sets) -> str:
@@ -99,8 +116,11 @@ class ZooRunner:
     """
 
     def __init__(self, rec, sets: dict, models_dir, *, epochs: int, batch_size: int, lr: float, seed: int = 0,
-                 bn_momentum: float | None = None, recalibrate_bn: bool = False, threads: dict | None = None):
+                 bn_momentum: float | None = None, recalibrate_bn: bool = False, threads: dict | None = None,
+                 model_lr: dict | None = None):
         self.rec, self.sets, self.models_dir = rec, sets, Path(models_dir)
+        # per-model Adam rates where the protocol's collapses a model in a short run (our choice, in each row)
+        self.model_lr = {model_entry(k).name: float(v) for k, v in (model_lr or {}).items()}
         self.epochs, self.batch_size, self.lr, self.seed = int(epochs), int(batch_size), float(lr), int(seed)
         self.bn_momentum, self.recalibrate_bn, self.threads = bn_momentum, bool(recalibrate_bn), threads
         self.kinds = {ds: "real" if all(s.data_kind == "real" for s in splits.values()) else "synthetic"
@@ -113,9 +133,34 @@ class ZooRunner:
 
     def _common(self, ds: str, name: str, method: str, setting: dict) -> dict:
         entry = model_entry(name)
+        setting = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, **setting}
+        protocol = {k: {"value": setting.get(k, v), "source": src} for k, (v, src) in PROTOCOL.items()
+                    if k != "transfer" or method.startswith("transfer")}
+        if method == "tuned":
+            for k in ("lr", "batch_size"):
+                protocol[k]["source"] = "paper text: Hyperband (KerasTuner) on PCam, our budget (see tuner)"
+        elif entry.name in self.model_lr:
+            protocol["lr"]["source"] = (f"our choice for {entry.name} (model_lr): at the protocol's {self.lr:g} it "
+                                        "collapsed to one constant output within a short run")
         return {"dataset": ds, "data_kind": self.kinds[ds], "model": entry.name, "method": method,
-                "paper_name": entry.paper_name, "scale": self.scales[ds],
-                "setting": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, **setting}}
+                "paper_name": entry.paper_name, "scale": self.scales[ds], "setting": {**setting, "protocol": protocol}}
+
+    def learning_check(self, ds: str, valid_probs) -> dict:
+        """Did the model learn? Its validation AUC (the selected epoch) with a bootstrap interval over
+        patients (IDC) or patches (PCam); ``learned`` when the interval lies above 0.5 (chance)."""
+        valid = self.sets[ds]["valid"]
+        groups = valid.groups if RESAMPLING_UNIT[ds] == "patient" else None
+        ci = metrics.auc_with_ci(valid.labels, valid_probs, seed=self.seed, groups=groups)
+        return {"valid_auc": ci["auc"], "valid_auc_ci": [ci["auc_ci_lo"], ci["auc_ci_hi"]],
+                "learned": bool(ci["auc_ci_lo"] > 0.5)}
+
+    def test_set(self, ds: str) -> dict:
+        """What a paired comparison needs of the test patches besides the probabilities (same for every row)."""
+        test = self.sets[ds]["test"]
+        unit = RESAMPLING_UNIT[ds]
+        return {"test_labels": [int(v) for v in test.labels],
+                "test_groups": [str(g) for g in test.groups] if unit == "patient" else None,
+                "resampling_unit": unit}
 
     def skip(self, ds: str, name: str, method: str, reason, **setting) -> dict:
         """Record a variant that could not run (too small an input, weights not to be had), with the reason."""
@@ -125,14 +170,21 @@ class ZooRunner:
                             input_size=self.scales[ds]["base_input"])
 
     def record(self, ds: str, name: str, method: str, result: dict, **setting) -> dict:
-        """Record a trained variant: test metrics, cost, depth, epochs and timing."""
+        """Record a trained variant: test metrics, cost, depth, epochs and timing, whether it learned (a model
+        that did not is recorded with status ``did_not_learn`` and kept out of every comparison), and its
+        per-patch test probabilities for the paired comparisons."""
         common = self._common(ds, name, method, setting)
         self.results[(ds, method, common["model"])] = result
         a, m = result["architecture"], result["metrics"]
         extra = {"full_epoch_s_extrapolated": PCAM_TRAIN_FULL / result["train_patches_per_s"]} if ds == "pcam" else {}
+        check = self.learning_check(ds, result["valid_probs"])
+        status = "ok" if check["learned"] else DID_NOT_LEARN
+        lo, hi = check["valid_auc_ci"]
         print(f"{ds:5s} {method:14s} {common['model']:18s} test AUC {m['auc']:.3f}, acc {m['accuracy']:.3f}, "
-              f"{result['time_per_epoch_s']:.1f} s/epoch{' (reused)' if result['reused'] else ''}")
-        return self.rec.add(**common, metrics=m, status="ok", gflops=a["gflops"], params=a["params"],
+              f"{result['time_per_epoch_s']:.1f} s/epoch{' (reused)' if result['reused'] else ''}; validation AUC "
+              f"{check['valid_auc']:.3f} [{lo:.3f}, {hi:.3f}]{'' if check['learned'] else ': DID NOT LEARN'}")
+        return self.rec.add(**common, metrics=m, status=status, **check, test_probs=result["test_probs"],
+                            **self.test_set(ds), gflops=a["gflops"], params=a["params"],
                             params_trainable=a["params_trainable"], layers=a["layers"],
                             weight_layers=a["weight_layers"], input_size=a["input_size"],
                             best_epoch=result["best_epoch"], history=result["history"],
@@ -144,7 +196,8 @@ class ZooRunner:
         """Train ``name`` on ``ds`` (``kw``: ``batch_size``/``lr`` overriding the protocol's, and
         :func:`run_variant`'s ``weights``, ``source_weights``, ``source_input_size``) and record its row;
         a variant that cannot run is recorded as skipped. ``note``: extra settings for the row."""
-        bs, rate = kw.pop("batch_size", self.batch_size), kw.pop("lr", self.lr)
+        bs = kw.pop("batch_size", self.batch_size)
+        rate = kw.pop("lr", self.model_lr.get(model_entry(name).name, self.lr))
         setting = {"batch_size": bs, "lr": rate, "bn_momentum": self.bn_momentum,
                    "recalibrate_bn": self.recalibrate_bn, **(note or {})}
         if "weights" in kw:

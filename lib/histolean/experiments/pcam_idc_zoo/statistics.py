@@ -1,5 +1,6 @@
 """The statistics the paper draws from its tables, applied the same way to its rows and to ours: the Welch
-t-test of transfer against full training (its Fig. 4), AUC against depth, ranks and paired differences.
+t-test of transfer against full training (its Fig. 4), AUC against depth, ranks and paired differences; and
+ours: :func:`paired_auc`, two models' test AUCs on the same patches with a paired bootstrap interval.
 
 No Keras here: the claims and the notebook's figures use these on plain numbers.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+
+from histolean.core import metrics
 
 
 def welch_t_test(a, b) -> dict:
@@ -24,16 +27,12 @@ def welch_t_test(a, b) -> dict:
     return {"t": float(res.statistic), "df": float(df), "p": float(res.pvalue), "n_a": len(a), "n_b": len(b)}
 
 
-def is_transfer(method: str) -> bool:
-    """ImageNet transfer ("transfer") and in-domain transfer ("transfer_pcam") both count as transfer."""
-    return str(method).startswith("transfer")
-
-
-def transfer_vs_full(points: Iterable[dict], dataset: str) -> dict | None:
+def transfer_vs_full(points: Iterable[dict], dataset: str, transfer_method: str = "transfer") -> dict | None:
     """:func:`welch_t_test` of the transfer AUCs against the full-training AUCs of ``dataset``, over points
-    with ``dataset``, ``method`` and ``auc`` (the paper's table rows, or ours); None when a side is empty."""
+    with ``dataset``, ``method`` and ``auc`` (the paper's table rows, or ours); None when a side is empty.
+    ``transfer_method``: "transfer" (ImageNet, the paper's) or "transfer_pcam" (in-domain): never pooled."""
     points = [p for p in points if p["dataset"] == dataset and p.get("auc") is not None]
-    transfer = [p["auc"] for p in points if is_transfer(p["method"])]
+    transfer = [p["auc"] for p in points if p["method"] == transfer_method]
     full = [p["auc"] for p in points if p["method"] == "full"]
     if not transfer or not full:
         return None
@@ -78,3 +77,17 @@ def depth_trend(layers, params, auc) -> dict:
             "rho_layers": float(stats.spearmanr(layers, auc).statistic) if defined(layers) else nan,
             "rho_params": float(stats.spearmanr(params, auc).statistic) if defined(params) else nan,
             "r2_layers": float(stats.linregress(layers, auc).rvalue ** 2) if defined(layers) else nan}
+
+
+def paired_auc(first: dict, second: dict, *, margin: float = 0.02, n_boot: int = 1000, seed: int = 0) -> dict:
+    """AUC(first) - AUC(second) of two result rows scored on the same test patches, with the paired bootstrap
+    interval of ``core.metrics.paired_auc_difference``: whole patients are resampled when the rows carry
+    ``test_groups`` (IDC), else patches (PCam). Rows need ``test_probs``, ``test_labels``, ``test_groups``."""
+    for key in ("test_labels", "test_groups"):
+        if first.get(key) != second.get(key):
+            raise ValueError(f"paired_auc: {first['model']} ({first['method']}) and {second['model']} "
+                             f"({second['method']}) were not scored on the same test patches ({key} differ)")
+    y, groups = np.asarray(first["test_labels"]), first.get("test_groups")
+    d = metrics.paired_auc_difference(y, first["test_probs"], second["test_probs"], n_boot=n_boot, seed=seed,
+                                      margin=margin, groups=None if groups is None else np.asarray(groups))
+    return {**d, "auc_first": metrics.auc(y, first["test_probs"]), "auc_second": metrics.auc(y, second["test_probs"])}
