@@ -35,8 +35,10 @@ def test_both_slides_mapped_by_both_models_on_dask(notebook_run):
         record = json.loads((folder / "complete.json").read_text())  # a util.cache record: key and summary
         assert record["cache_key"]
         done = record["value"]
-        geo = json.loads((folder / "til_positive.geojson").read_text())
-        assert done["n_positive"] == len(geo["features"]) == r["metrics"]["n_positive"]
+        geo = json.loads((folder / "patches.geojson").read_text())
+        positive = [f for f in geo["features"] if f["properties"]["classification"]["name"] == "TIL-positive"]
+        assert done["n_positive"] == len(positive) == r["metrics"]["n_positive"]
+        assert len(geo["features"]) == r["metrics"]["n_patches"]
         # the backend that made the map, its precision and the float32 check that allowed it
         assert r["backend"] == r["setting"]["backend"] == done["backend"] and r["setting"]["requested"] == "auto"
         assert r["precision"] == done["precision"] in ("fp32", "bf16")

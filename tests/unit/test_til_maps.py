@@ -63,18 +63,32 @@ def test_geojson_parses_and_lies_inside_the_slide(tiny_model, small_slide, tmp_p
     summary = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", threshold=threshold, progress=False)
     assert summary["status"] == "done"  # another threshold is another result, not a skip
     folder = Path(summary["folder"])
-    doc = json.loads((folder / "til_positive.geojson").read_text())
+    doc = json.loads((folder / "patches.geojson").read_text())
     table = til_maps.read_patches(folder)
-    positive = table[table["probability"] >= threshold]
-    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(positive) == summary["n_positive"] > 0
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(table) == summary["n_patches"]
+    classes = [f["properties"]["classification"]["name"] for f in doc["features"]]
+    assert classes.count("TIL-positive") == summary["n_positive"] == int((table["probability"] >= threshold).sum()) > 0
+    assert doc["properties"]["threshold"] == threshold and "QuPath 0.4" in doc["properties"]["format"]
     width, height = summary["dimensions"]
-    for feature, (_, row) in zip(doc["features"], positive.iterrows()):
+    for feature, (_, row) in zip(doc["features"], table.iterrows()):
         ring = np.asarray(feature["geometry"]["coordinates"][0])
         assert feature["geometry"]["type"] == "Polygon" and ring.shape == (5, 2) and (ring[0] == ring[-1]).all()
+        assert feature["properties"]["objectType"] == "detection"
         assert (ring[:, 0] >= 0).all() and (ring[:, 0] <= width).all()
         assert (ring[:, 1] >= 0).all() and (ring[:, 1] <= height).all()
         assert (ring[0] == [row["x"], row["y"]]).all() and ring[2, 0] - ring[0, 0] == row["patch_px"] == 100
         assert feature["properties"]["measurements"]["TIL probability"] == pytest.approx(row["probability"], abs=1e-6)
+        assert (feature["properties"]["classification"]["name"] == "TIL-positive") == bool(row["til_positive"])
+    regions = json.loads((folder / "til_regions.geojson").read_text())["features"]
+    assert regions and all(f["properties"]["objectType"] == "annotation" for f in regions)
+    # the regions cover exactly the positive patches: their areas (outer minus holes) sum to the patches'
+    def area(ring):
+        x, y = np.asarray(ring, dtype=float).T
+        return 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+    covered = sum(area(f["geometry"]["coordinates"][0]) - sum(area(h) for h in f["geometry"]["coordinates"][1:])
+                  for f in regions)
+    assert covered == summary["n_positive"] * 100 ** 2
+    assert sum(f["properties"]["measurements"]["Patches"] for f in regions) == summary["n_positive"]
     from PIL import Image
 
     assert Image.open(folder / "map.png").size[0] > 2 * Image.open(folder / "map.png").size[1] * 0.6
@@ -233,7 +247,7 @@ def test_a_corrupt_completion_record_is_moved_aside_and_the_slide_mapped_again(t
     with pytest.warns(cache.CorruptRecordWarning, match="complete.json"):
         again = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, progress=False)
     assert again["status"] == "done"
-    assert (record.parent / "complete.json.corrupt").is_file()
+    assert not (record.parent / "complete.json.corrupt").exists()  # the old folder was replaced as a whole
     assert til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10,
                               progress=False)["status"] == "skipped"
 
