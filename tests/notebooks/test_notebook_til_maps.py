@@ -44,6 +44,12 @@ def test_both_slides_mapped_by_both_models_on_dask(notebook_run):
         assert r["precision"] == done["precision"] in ("fp32", "bf16")
         assert done["check"]["passed"] is True and r["backend_check"] == done["check"]
         assert done["check"]["max_prob_diff"] <= 0.03 and done["check"]["label_agreement"] >= 0.98
+        # the check that decided whether the map was painted, the threshold it used, any plausibility flag
+        assert r["model_check"]["verdict"] == done["model_check"]["verdict"] in ("painted", "unchecked", "refused")
+        assert r["model_check"]["forced"] == (r["model_check"]["verdict"] == "refused")
+        assert r["threshold"] == done["threshold"] and 0 <= r["threshold"] <= 1
+        rate = r["metrics"]["n_positive"] / r["metrics"]["n_patches"]
+        assert (r["flag"] is not None) == (rate > 0.95 or rate < 0.005) and r["flag"] == done["flag"]
     for role in ("original", "reduced"):  # chosen once per checkpoint: every slide of a model on it
         assert len({r["backend"] for r in maps if r["setting"]["role"] == role}) == 1
 

@@ -292,3 +292,22 @@ def test_torch_threads_are_set_only_while_the_work_runs(tiny_model, small_slide,
     with til_maps.torch_threads(None):
         assert torch.get_num_threads() == before
     assert torch.get_num_threads() == before
+
+
+def test_the_gallery_shows_the_highest_and_lowest_scoring_patches(tiny_model, small_slide, tmp_path):
+    done = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=30, progress=False)
+    e = til_maps.extremes(done["folder"], small_slide, n=4, size=24)
+    table = til_maps.read_patches(done["folder"])
+    probs = np.sort(table["probability"].to_numpy())
+    assert e["top"][0].shape == (4, 24, 24, 3) and e["bottom"][0].shape == (4, 24, 24, 3)
+    np.testing.assert_array_equal(e["top"][1], probs[::-1][:4])
+    np.testing.assert_array_equal(e["bottom"][1], probs[:4])
+    # the images are the patches at those probabilities, read again from the slide
+    best = table.loc[table["probability"].idxmax()]
+    from histolean import wsi
+
+    with til_maps.open_slide(small_slide) as slide:
+        np.testing.assert_array_equal(e["top"][0][0], wsi.read_patch(slide, int(best.x), int(best.y),
+                                                                     int(best.patch_px), 24))
+    fig = til_maps.extremes_figure({(small_slide.name, "tiny"): e})
+    assert len(fig.axes) == 8

@@ -20,6 +20,7 @@ One concern per module:
 * :mod:`.outputs`: PNG map, Parquet table, QuPath GeoJSON (patches and merged regions), ``complete.json``;
 * :mod:`.regions`: grid cells merged into outlined regions (no shapely);
 * :mod:`.mapping`: one slide (``map_slide``, resumable) and many on Dask (``map_slides``);
+* :mod:`.gallery`: the highest- and lowest-scoring patches of a map, side by side;
 * :mod:`.speed`: backends timed side by side (``compare_backends``);
 * :mod:`.classifiers`: the TIL benchmark's checkpoints, or short-trained stand-ins;
 * :mod:`.analysis`: agreement of two maps, Dask against one process, time for many slides;
@@ -32,6 +33,7 @@ from histolean.experiments.til_maps.checks import (DEFAULT_MIN_AUC, PAINTED, REF
                                                    ImplausibleMapWarning, check_settings, model_check, plausibility)
 from histolean.experiments.til_maps.classifiers import find_checkpoints, models_for_maps, train_stand_ins
 from histolean.experiments.til_maps.findings import paper_claims
+from histolean.experiments.til_maps.gallery import extremes, extremes_figure
 from histolean.experiments.til_maps.mapping import check_before_work, checked_model, map_slide, map_slides
 from histolean.experiments.til_maps.model import TilModel, load_til_model, positive_probability, to_input
 from histolean.experiments.til_maps.outputs import (COMPLETE, OUTPUT_FILES, QUPATH_FORMAT, geojson, map_image,
@@ -44,7 +46,8 @@ from histolean.experiments.til_maps.speed import compare_backends
 
 __all__ = [
     "DEFAULT_MIN_AUC", "PAINTED", "QUPATH_FORMAT", "REFUSED", "UNCHECKED", "ImplausibleMapWarning", "check_before_work",
-    "check_settings", "checked_model", "merge_cells", "model_check", "plausibility", "regions_geojson",
+    "check_settings", "checked_model", "extremes", "extremes_figure", "merge_cells", "model_check", "plausibility",
+    "regions_geojson",
     "BACKENDS", "COMPLETE", "DEFAULT_BACKEND", "OUTPUT_FILES", "SLIDE_SUFFIXES", "Predictor", "TilModel",
     "choose", "compare_backends", "extrapolate", "find_checkpoints", "find_slides", "geojson", "load_til_model",
     "map_agreement", "map_image", "map_slide", "map_slides", "models_for_maps", "onnx_file", "open_slide",
