@@ -85,6 +85,7 @@ def test_agreement_and_speed_rows_are_consistent(notebook_run):
     scale = [r for r in _kind(rows, "scale") if r["data_kind"] == "none"]
     assert len(scale) == 2 and all(r["metrics"]["patches"] == 40000 for r in scale)
     assert (out / "figures" / "til_maps__maps.png").is_file() and (out / "figures" / "til_maps__throughput.png").is_file()
+    assert (out / "figures" / "til_maps__extremes.png").is_file()  # the highest- and lowest-scoring patches
 
 
 def test_the_closing_claims_are_recorded_with_rules_and_verdicts(notebook_run):
