@@ -5,7 +5,8 @@
     histolean data status
     histolean data fetch NAME [--dest DIR] [--url-base URL]
     histolean tilmap SLIDE_OR_FOLDER... --model CHECKPOINT --out DIR [--mpp X] [--scheduler ADDRESS]
-                     [--backend auto|torch|onnxruntime|openvino:bf16|...] [--min-auc A] [--strict] [--force]
+                     [--backend auto|torch|onnxruntime|openvino:bf16|...] [--min-auc A] [--stain macenko] [--strict]
+                     [--force]
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def _cmd_tilmap(args) -> int:
                                       n_workers=args.workers, threads=args.threads, backend=args.backend,
                                       batch_size=args.batch_size, max_patches=args.max_patches,
                                       threshold=args.threshold, force=args.force, allow_weak_model=args.force,
+                                      stain=args.stain,
                                       **({} if args.min_auc is None else {"min_auc": args.min_auc}))
     flagged = 0
     for r in results:
@@ -157,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     til.add_argument("--min-auc", type=float, default=None,
                      help="refuse, before any inference, a model whose out-of-fold AUC (oof_auc in the checkpoint) "
                           "is below this (default: til_maps.checks.DEFAULT_MIN_AUC, 0.75; 0: no floor)")
+    til.add_argument("--stain", choices=("none", "macenko"), default="none",
+                     help="stain normalisation before the model: macenko (fitted per slide on held-out tissue "
+                          "patches, to the checkpoint's stain_reference or the published Macenko reference)")
     til.add_argument("--strict", action="store_true",
                      help="exit 1 when a slide's positive rate is implausible (the map is written and flagged)")
     til.add_argument("--force", action="store_true",

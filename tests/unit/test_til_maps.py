@@ -311,3 +311,30 @@ def test_the_gallery_shows_the_highest_and_lowest_scoring_patches(tiny_model, sm
                                                                      int(best.patch_px), 24))
     fig = til_maps.extremes_figure({(small_slide.name, "tiny"): e})
     assert len(fig.axes) == 8
+
+
+def test_macenko_fits_a_slide_stain_and_maps_with_it(tiny_model, small_slide, tmp_path):
+    from histolean.experiments.til_maps import mapping, stain
+
+    model = til_maps.load_til_model(tiny_model)
+    with til_maps.open_slide(small_slide) as slide:
+        patches = mapping.held_out_patches(slide, model)
+    fitted = stain.fit(patches)
+    he = np.asarray(fitted["he"])
+    assert he.shape == (3, 2) and (he > 0).all() and he[0, 0] > he[0, 1]  # haematoxylin absorbs more red
+    same = stain.Normaliser(fitted, fitted)(patches)  # to its own stain: the patches come back
+    assert same.dtype == np.uint8 and same.shape == patches.shape
+    assert np.abs(same.astype(int) - patches.astype(int)).mean() < 3
+    other = stain.Normaliser(fitted)(patches)  # to the published reference: changed
+    assert np.abs(other.astype(int) - patches.astype(int)).mean() > 3
+    with pytest.raises(ValueError, match="too little tissue"):
+        stain.fit(np.full((2, 8, 8, 3), 250, dtype=np.uint8))
+    plain = til_maps.map_slide(small_slide, model, tmp_path, backend="torch", max_patches=10, progress=False)
+    plain_probs = til_maps.read_patches(plain["folder"])["probability"].to_numpy()
+    normed = til_maps.map_slide(small_slide, model, tmp_path, backend="torch", max_patches=10, stain="macenko",
+                                progress=False)
+    assert normed["status"] == "done" and normed["stain"]["method"] == "macenko"  # another key: mapped again
+    assert normed["stain"]["reference"] == "published Macenko reference" and plain["stain"] == {"method": "none"}
+    assert not np.array_equal(til_maps.read_patches(normed["folder"])["probability"].to_numpy(), plain_probs)
+    with pytest.raises(ValueError, match="--stain"):
+        til_maps.map_slides([small_slide], tiny_model, tmp_path, scheduler=None, stain="reinhard", progress=False)

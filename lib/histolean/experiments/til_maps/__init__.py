@@ -21,6 +21,7 @@ One concern per module:
 * :mod:`.regions`: grid cells merged into outlined regions (no shapely);
 * :mod:`.mapping`: one slide (``map_slide``, resumable) and many on Dask (``map_slides``);
 * :mod:`.gallery`: the highest- and lowest-scoring patches of a map, side by side;
+* :mod:`.stain`: Macenko stain normalisation, fitted per slide (``map_slide(..., stain="macenko")``);
 * :mod:`.speed`: backends timed side by side (``compare_backends``);
 * :mod:`.classifiers`: the TIL benchmark's checkpoints, or short-trained stand-ins;
 * :mod:`.analysis`: agreement of two maps, Dask against one process, time for many slides;

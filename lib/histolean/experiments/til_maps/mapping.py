@@ -21,6 +21,7 @@ import numpy as np
 from histolean.core import backends
 from histolean.data import wsi
 from histolean.experiments.til_maps import checks, outputs
+from histolean.experiments.til_maps import stain as stains
 from histolean.experiments.til_maps.model import TilModel, load_til_model
 from histolean.experiments.til_maps.predict import (AUTO, DEFAULT_BACKEND, Predictor, check_backend, choose,
                                                     inference_record, predictor_for, torch_threads)
@@ -34,7 +35,7 @@ def map_slide(slide_path: str | os.PathLike, model: TilModel | str | os.PathLike
               prefetch: int = 2, max_patches: int | None = None, threshold: float | None = None,
               threads: int | None = None, predictor: Predictor | None = None, choice: dict | None = None,
               force: bool = False, progress: bool = True, min_auc: float = checks.DEFAULT_MIN_AUC,
-              allow_weak_model: bool = False) -> dict:
+              allow_weak_model: bool = False, stain: str = "none") -> dict:
     """Map one slide into ``out_dir/<slide stem>/``; return its summary (``status`` done or skipped).
 
     ``threshold``: the probability that counts as TIL-positive (default: the checkpoint's
@@ -46,8 +47,12 @@ def map_slide(slide_path: str | os.PathLike, model: TilModel | str | os.PathLike
     under ``out_dir/.backend``); ``choice``: a :func:`~.predict.choose` result made already.
     ``threads``: torch's thread count while this slide is predicted (restored after) and ONNX
     Runtime's session threads. Errors (no MPP, unreadable file, bad checkpoint) are raised naming the file.
+    ``stain``: "none", or "macenko" (the slide's stain, fitted on its held-out patches, normalised to
+    the checkpoint's ``stain_reference`` or the published Macenko reference before the model).
     Every file is written into a hidden folder renamed into place at the end (:func:`.outputs.publish`).
     """
+    if stain not in STAINS:
+        raise ValueError(f"--stain must be one of {', '.join(STAINS)}, got {stain!r}")
     problems = checks.check_settings(mpp=mpp, threshold=threshold, max_patches=max_patches, batch_size=batch_size,
                                      threads=threads, min_auc=min_auc)
     if problems:
@@ -65,7 +70,8 @@ def map_slide(slide_path: str | os.PathLike, model: TilModel | str | os.PathLike
         if predictor is None and choice is None and backend == AUTO:  # the backend is part of the key
             choice = choose(model, held_out_patches(slide, model), backend=backend, threads=threads,
                             cache_dir=out_dir / ".backend", onnx_dir=out_dir / ".onnx")
-        settings = {**slide_settings(model, slide, max_patches, threshold), **_backend_key(predictor, choice, backend)}
+        settings = {**slide_settings(model, slide, max_patches, threshold), **_backend_key(predictor, choice, backend),
+                    "stain": stain}
         key = outputs.completion_key(settings)
         done = None if force else outputs.read_complete(folder, key)
         if done is not None:
@@ -80,15 +86,17 @@ def map_slide(slide_path: str | os.PathLike, model: TilModel | str | os.PathLike
             predictor = predictor_for(model, choice, threads=threads, onnx_dir=out_dir / ".onnx")
         inference = predictor.inference() if hasattr(predictor, "inference") else inference_record(
             getattr(predictor, "label", "custom"), getattr(predictor, "precision", "unknown"), None)
+        predict, stain_record = _with_stain(predictor, stain, slide, model)
         t_predict = time.perf_counter()
         with torch_threads(threads):
-            probs = _predict(grid, predictor, batch_size, prefetch, progress, slide_path.name)
+            probs = _predict(grid, predict, batch_size, prefetch, progress, slide_path.name)
         predict_s = time.perf_counter() - t_predict
         positive = probs >= threshold
         plausible = checks.plausibility(int(positive.sum()), len(grid))
         if plausible["flag"]:
             checks.warn_implausible(slide_path.name, plausible["flag"])
-        extra = {"threshold": threshold, "threshold_source": threshold_source, "model_check": model_check,
+        extra = {"threshold": threshold, "threshold_source": threshold_source, "stain": stain_record,
+                 "model_check": model_check,
                  "plausibility": plausible, "flag": plausible["flag"]}
         outputs.write_table(staging / "patches.parquet", grid, probs, positive, model, slide_path, inference, extra)
         outputs.write_geojson(staging / "patches.geojson", outputs.geojson(grid, probs, positive, model, extra))
@@ -107,6 +115,22 @@ def map_slide(slide_path: str | os.PathLike, model: TilModel | str | os.PathLike
     outputs.mark_complete(staging, key, summary)  # last: the slide is finished
     outputs.publish(staging, folder)
     return {**summary, "status": "done"}
+
+
+STAINS = ("none", "macenko")
+
+
+def _with_stain(predictor: Callable, stain: str, slide: wsi.Slide, model: TilModel) -> tuple[Callable, dict]:
+    """The predictor, with the slide's patches stain-normalised first when ``stain`` is "macenko"; and
+    what the rows record about it."""
+    if stain == "none":
+        return predictor, {"method": "none"}
+    reference = model.info.get("stain_reference")
+    normalise = stains.Normaliser(stains.fit(held_out_patches(slide, model)), reference)
+    record = {"method": stain, "reference": "checkpoint stain_reference" if reference
+              else "published Macenko reference", "slide_he": normalise.he.round(4).tolist(),
+              "slide_max_c": normalise.max_c.round(4).tolist()}
+    return (lambda images: predictor(normalise(images))), record
 
 
 def checked_model(model: TilModel, min_auc: float = checks.DEFAULT_MIN_AUC, allow_weak_model: bool = False) -> dict:
@@ -246,6 +270,8 @@ def map_slides(inputs: Iterable[str | os.PathLike], model_path: str | os.PathLik
     from tqdm.auto import tqdm
 
     check_backend(backend)
+    if kwargs.get("stain", "none") not in STAINS:
+        raise ValueError(f"--stain must be one of {', '.join(STAINS)}, got {kwargs['stain']!r}")
     check_before_work(out_dir, scheduler, n_workers=n_workers, threads=threads, min_auc=min_auc,
                       **{k: kwargs.get(k) for k in ("mpp", "threshold", "max_patches", "batch_size")})
     paths = [str(p) for p in find_slides(inputs)]
