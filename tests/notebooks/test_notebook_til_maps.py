@@ -65,6 +65,14 @@ def test_agreement_and_speed_rows_are_consistent(notebook_run):
     assert {r["dataset"] for r in agreement} == {"CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs"}
     for r in agreement:
         assert 0.0 <= r["metrics"]["same_label_fraction"] <= 1.0 and r["metrics"]["n_patches"] > 0
+    stain = _kind(rows, "stain")  # Macenko: positive rates and agreement with and without it, per slide
+    assert {r["dataset"] for r in stain} == {"CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs"}
+    for r in stain:
+        m = r["metrics"]
+        assert all(0 <= m[f"positive_fraction_{role}{s}"] <= 1 for role in ("original", "reduced") for s in ("", "_macenko"))
+        assert 0 <= m["same_label_fraction_macenko"] <= 1 and r["setting"]["reference"]
+        folder = out / "til_maps" / "original-macenko" / r["dataset"].rsplit(".", 1)[0]
+        assert json.loads((folder / "complete.json").read_text())["value"]["stain"]["method"] == "macenko"
     speed = _kind(rows, "speed")
     assert {r["setting"]["role"] for r in speed} == {"original", "reduced"}
     for r in speed:
