@@ -186,3 +186,14 @@ def test_an_implausible_positive_rate_is_written_but_flagged_everywhere(tiny_mod
     assert rc == 1 and "implausible" in stderr
     assert til_maps.plausibility(50, 1000)["flag"] is None
     assert "below" in til_maps.plausibility(0, 1000)["flag"]
+
+
+def test_a_flag_is_warned_once_by_map_slides_not_by_each_slide(tiny_model, small_slide, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        [r] = til_maps.map_slides([small_slide], tiny_model, tmp_path, scheduler=None, backend="torch",
+                                  max_patches=10, threshold=0.0, progress=False)
+    flagged = [w for w in seen if issubclass(w.category, til_maps.ImplausibleMapWarning)]
+    assert r["flag"] and len(flagged) == 1 and "10/10 patches (100.0%)" in str(flagged[0].message)

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -200,7 +201,9 @@ def _map_one(slide_path: str, model_path: str, out_dir: str, choice: dict, threa
             model = load_til_model(model_path)
             _PREDICTORS[key] = predictor_for(model, choice, threads=threads, onnx_dir=Path(out_dir) / ".onnx")
         predictor = _PREDICTORS[key]
-        return map_slide(slide_path, predictor.model, out_dir, predictor=predictor, threads=threads, **kwargs)
+        with warnings.catch_warnings():  # a flag travels in the row; map_slides warns once, in the caller
+            warnings.simplefilter("ignore", checks.ImplausibleMapWarning)
+            return map_slide(slide_path, predictor.model, out_dir, predictor=predictor, threads=threads, **kwargs)
     except Exception as err:  # noqa: BLE001 (a failed slide is a row, whatever failed)
         return _failed(slide_path, _why(slide_path, err))
 
@@ -295,10 +298,15 @@ def map_slides(inputs: Iterable[str | os.PathLike], model_path: str | os.PathLik
             for path in paths:
                 results.append(task(path, threads=threads))
                 overall.update(1)
-            return results
-        with _dask_client(scheduler, n_workers) as client:
-            outcomes = cluster.map_variants(functools.partial(task, threads=threads), paths, client,
-                                            return_exceptions=True, on_done=lambda *_: overall.update(1))
-    # an exception here: the worker died (e.g. a crash inside a slide library)
-    return [_failed(path, f"{path}: the Dask task failed ({type(out).__name__}: {' '.join(str(out).split())})")
-            if isinstance(out, BaseException) else out for path, out in zip(paths, outcomes)]
+        else:
+            with _dask_client(scheduler, n_workers) as client:
+                outcomes = cluster.map_variants(functools.partial(task, threads=threads), paths, client,
+                                                return_exceptions=True, on_done=lambda *_: overall.update(1))
+            # an exception here: the worker died (e.g. a crash inside a slide library)
+            results = [_failed(path, f"{path}: the Dask task failed ({type(out).__name__}: "
+                                     f"{' '.join(str(out).split())})")
+                       if isinstance(out, BaseException) else out for path, out in zip(paths, outcomes)]
+    for r in results:
+        if r.get("flag"):
+            checks.warn_implausible(r["name"], r["flag"])
+    return results
