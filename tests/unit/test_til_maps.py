@@ -338,3 +338,16 @@ def test_macenko_fits_a_slide_stain_and_maps_with_it(tiny_model, small_slide, tm
     assert not np.array_equal(til_maps.read_patches(normed["folder"])["probability"].to_numpy(), plain_probs)
     with pytest.raises(ValueError, match="--stain"):
         til_maps.map_slides([small_slide], tiny_model, tmp_path, scheduler=None, stain="reinhard", progress=False)
+
+
+@pytest.mark.parametrize("name, mpp", [("CMU-1-Small-Region.svs", None), ("tcga-cr-7395-01a-01-ts1.svs", 1.0),
+                                       ("tcga-cr-7395-01a-01-ts1.svs", 0.5)])
+def test_strip_reading_gives_the_pixels_of_one_read_per_patch(real_data, name, mpp):
+    from histolean import wsi
+
+    with wsi.open_slide(real_data / "wsi" / name, mpp=mpp) as slide:
+        grid = wsi.patch_grid(slide, patch_um=50, size=36)
+        index = np.r_[0:60, 75, 77:90, len(grid) - 5:len(grid)]  # runs across rows, gaps, the last cells
+        one_by_one = np.stack([grid.read(int(i)) for i in index])
+        np.testing.assert_array_equal(wsi.read_patches(grid, index), one_by_one)
+        assert wsi.read_patches(grid, []).shape == (0, 36, 36, 3)
