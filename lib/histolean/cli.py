@@ -6,7 +6,8 @@
     histolean data fetch NAME [--dest DIR] [--url-base URL]
     histolean data check PATH --kind patches|nuclei [--mpp X] [--patch-um 50]
     histolean tilmap SLIDE_OR_FOLDER... --model CHECKPOINT --out DIR [--mpp X] [--scheduler ADDRESS]
-                     [--backend auto|torch|onnxruntime|openvino:bf16|...]
+                     [--backend auto|torch|onnxruntime|openvino:bf16|...] [--min-auc A] [--stain macenko] [--strict]
+                     [--force]
 """
 
 from __future__ import annotations
@@ -92,22 +93,37 @@ def _backend_label(text: str) -> str:
 
 
 def _cmd_tilmap(args) -> int:
+    import warnings
+
     from histolean.experiments import til_maps
 
     scheduler = None if args.scheduler == "none" else args.scheduler
-    results = til_maps.map_slides(args.slides, args.model, args.out, mpp=args.mpp, scheduler=scheduler,
-                                  n_workers=args.workers, threads=args.threads, backend=args.backend,
-                                  batch_size=args.batch_size, max_patches=args.max_patches,
-                                  threshold=args.threshold, force=args.force)
+    with warnings.catch_warnings():  # flagged slides are reported below, one line each
+        warnings.simplefilter("ignore", til_maps.ImplausibleMapWarning)
+        results = til_maps.map_slides(args.slides, args.model, args.out, mpp=args.mpp, scheduler=scheduler,
+                                      n_workers=args.workers, threads=args.threads, backend=args.backend,
+                                      batch_size=args.batch_size, max_patches=args.max_patches,
+                                      threshold=args.threshold, force=args.force, allow_weak_model=args.force,
+                                      stain=args.stain,
+                                      **({} if args.min_auc is None else {"min_auc": args.min_auc}))
+    flagged = 0
     for r in results:
         if r["status"] == "failed":
             print(f"failed   {r['name']}: {r['error']}", file=sys.stderr)
-        else:
-            print(f"{r['status']:<8} {r['name']}: {r['n_positive']}/{r['n_patches']} patches TIL-positive "
-                  f"({r['fraction_positive']:.1%}) -> {r['folder']}")
+            continue
+        print(f"{r['status']:<8} {r['name']}: {r['n_positive']}/{r['n_patches']} patches TIL-positive "
+              f"({r['fraction_positive']:.1%}) at threshold {r.get('threshold', 0.5):g} on {r.get('backend')} "
+              f"-> {r['folder']}")
+        if r.get("flag"):
+            flagged += 1
+            print(f"histolean: warning: {r['name']}: {r['flag']}", file=sys.stderr)
+    check = results[0].get("model_check") if results and results[0]["status"] != "failed" else None
+    if check and check["verdict"] != til_maps.PAINTED:
+        print(f"histolean: warning: {check['reason']}" + (" (mapped anyway: --force)" if check["forced"] else ""),
+              file=sys.stderr)
     failed = sum(r["status"] == "failed" for r in results)
-    print(f"{len(results) - failed} slide(s) mapped or already complete, {failed} failed")
-    return 1 if failed else 0
+    print(f"{len(results) - failed} slide(s) mapped or already complete ({flagged} flagged), {failed} failed")
+    return 1 if failed or (args.strict and flagged) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,8 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "onnxruntime, openvino (the CPU's precision), openvino:fp32, openvino:bf16")
     til.add_argument("--batch-size", type=int, default=32)
     til.add_argument("--max-patches", type=int, default=None, help="cap of patches per slide, evenly spread")
-    til.add_argument("--threshold", type=float, default=0.5, help="probability that counts as TIL-positive")
-    til.add_argument("--force", action="store_true", help="map slides again even if complete")
+    til.add_argument("--threshold", type=float, default=None,
+                     help="probability that counts as TIL-positive (default: the checkpoint's decision_threshold, "
+                          "from its out-of-fold predictions, else 0.5)")
+    til.add_argument("--min-auc", type=float, default=None,
+                     help="refuse, before any inference, a model whose out-of-fold AUC (oof_auc in the checkpoint) "
+                          "is below this (default: til_maps.checks.DEFAULT_MIN_AUC, 0.75; 0: no floor)")
+    til.add_argument("--stain", choices=("none", "macenko"), default="none",
+                     help="stain normalisation before the model: macenko (fitted per slide on held-out tissue "
+                          "patches, to the checkpoint's stain_reference or the published Macenko reference)")
+    til.add_argument("--strict", action="store_true",
+                     help="exit 1 when a slide's positive rate is implausible (the map is written and flagged)")
+    til.add_argument("--force", action="store_true",
+                     help="map slides again even if complete, and map with a model below --min-auc")
     til.set_defaults(func=_cmd_tilmap)
     return parser
 
@@ -178,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, ConnectionError) as err:
-        # Errors of ours already name the file and the fix; no traceback for them.
-        print(f"histolean: error: {err}", file=sys.stderr)
+    except (OSError, ValueError, ConnectionError) as err:
+        # Errors of ours already name the file and the fix; no traceback for them (one line per problem).
+        for line in str(err).splitlines() or [type(err).__name__]:
+            print(f"histolean: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("histolean: interrupted; finished benchmarks are kept, run again to resume", file=sys.stderr)

@@ -35,13 +35,21 @@ def test_both_slides_mapped_by_both_models_on_dask(notebook_run):
         record = json.loads((folder / "complete.json").read_text())  # a util.cache record: key and summary
         assert record["cache_key"]
         done = record["value"]
-        geo = json.loads((folder / "til_positive.geojson").read_text())
-        assert done["n_positive"] == len(geo["features"]) == r["metrics"]["n_positive"]
+        geo = json.loads((folder / "patches.geojson").read_text())
+        positive = [f for f in geo["features"] if f["properties"]["classification"]["name"] == "TIL-positive"]
+        assert done["n_positive"] == len(positive) == r["metrics"]["n_positive"]
+        assert len(geo["features"]) == r["metrics"]["n_patches"]
         # the backend that made the map, its precision and the float32 check that allowed it
         assert r["backend"] == r["setting"]["backend"] == done["backend"] and r["setting"]["requested"] == "auto"
         assert r["precision"] == done["precision"] in ("fp32", "bf16")
         assert done["check"]["passed"] is True and r["backend_check"] == done["check"]
         assert done["check"]["max_prob_diff"] <= 0.03 and done["check"]["label_agreement"] >= 0.98
+        # the check that decided whether the map was painted, the threshold it used, any plausibility flag
+        assert r["model_check"]["verdict"] == done["model_check"]["verdict"] in ("painted", "unchecked", "refused")
+        assert r["model_check"]["forced"] == (r["model_check"]["verdict"] == "refused")
+        assert r["threshold"] == done["threshold"] and 0 <= r["threshold"] <= 1
+        rate = r["metrics"]["n_positive"] / r["metrics"]["n_patches"]
+        assert (r["flag"] is not None) == (rate > 0.95 or rate < 0.005) and r["flag"] == done["flag"]
     for role in ("original", "reduced"):  # chosen once per checkpoint: every slide of a model on it
         assert len({r["backend"] for r in maps if r["setting"]["role"] == role}) == 1
 
@@ -57,6 +65,14 @@ def test_agreement_and_speed_rows_are_consistent(notebook_run):
     assert {r["dataset"] for r in agreement} == {"CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs"}
     for r in agreement:
         assert 0.0 <= r["metrics"]["same_label_fraction"] <= 1.0 and r["metrics"]["n_patches"] > 0
+    stain = _kind(rows, "stain")  # Macenko: positive rates and agreement with and without it, per slide
+    assert {r["dataset"] for r in stain} == {"CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs"}
+    for r in stain:
+        m = r["metrics"]
+        assert all(0 <= m[f"positive_fraction_{role}{s}"] <= 1 for role in ("original", "reduced") for s in ("", "_macenko"))
+        assert 0 <= m["same_label_fraction_macenko"] <= 1 and r["setting"]["reference"]
+        folder = out / "til_maps" / "original-macenko" / r["dataset"].rsplit(".", 1)[0]
+        assert json.loads((folder / "complete.json").read_text())["value"]["stain"]["method"] == "macenko"
     speed = _kind(rows, "speed")
     assert {r["setting"]["role"] for r in speed} == {"original", "reduced"}
     for r in speed:
@@ -77,6 +93,7 @@ def test_agreement_and_speed_rows_are_consistent(notebook_run):
     scale = [r for r in _kind(rows, "scale") if r["data_kind"] == "none"]
     assert len(scale) == 2 and all(r["metrics"]["patches"] == 40000 for r in scale)
     assert (out / "figures" / "til_maps__maps.png").is_file() and (out / "figures" / "til_maps__throughput.png").is_file()
+    assert (out / "figures" / "til_maps__extremes.png").is_file()  # the highest- and lowest-scoring patches
 
 
 def test_the_closing_claims_are_recorded_with_rules_and_verdicts(notebook_run):

@@ -63,18 +63,32 @@ def test_geojson_parses_and_lies_inside_the_slide(tiny_model, small_slide, tmp_p
     summary = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", threshold=threshold, progress=False)
     assert summary["status"] == "done"  # another threshold is another result, not a skip
     folder = Path(summary["folder"])
-    doc = json.loads((folder / "til_positive.geojson").read_text())
+    doc = json.loads((folder / "patches.geojson").read_text())
     table = til_maps.read_patches(folder)
-    positive = table[table["probability"] >= threshold]
-    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(positive) == summary["n_positive"] > 0
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(table) == summary["n_patches"]
+    classes = [f["properties"]["classification"]["name"] for f in doc["features"]]
+    assert classes.count("TIL-positive") == summary["n_positive"] == int((table["probability"] >= threshold).sum()) > 0
+    assert doc["properties"]["threshold"] == threshold and "QuPath 0.4" in doc["properties"]["format"]
     width, height = summary["dimensions"]
-    for feature, (_, row) in zip(doc["features"], positive.iterrows()):
+    for feature, (_, row) in zip(doc["features"], table.iterrows()):
         ring = np.asarray(feature["geometry"]["coordinates"][0])
         assert feature["geometry"]["type"] == "Polygon" and ring.shape == (5, 2) and (ring[0] == ring[-1]).all()
+        assert feature["properties"]["objectType"] == "detection"
         assert (ring[:, 0] >= 0).all() and (ring[:, 0] <= width).all()
         assert (ring[:, 1] >= 0).all() and (ring[:, 1] <= height).all()
         assert (ring[0] == [row["x"], row["y"]]).all() and ring[2, 0] - ring[0, 0] == row["patch_px"] == 100
         assert feature["properties"]["measurements"]["TIL probability"] == pytest.approx(row["probability"], abs=1e-6)
+        assert (feature["properties"]["classification"]["name"] == "TIL-positive") == bool(row["til_positive"])
+    regions = json.loads((folder / "til_regions.geojson").read_text())["features"]
+    assert regions and all(f["properties"]["objectType"] == "annotation" for f in regions)
+    # the regions cover exactly the positive patches: their areas (outer minus holes) sum to the patches'
+    def area(ring):
+        x, y = np.asarray(ring, dtype=float).T
+        return 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+    covered = sum(area(f["geometry"]["coordinates"][0]) - sum(area(h) for h in f["geometry"]["coordinates"][1:])
+                  for f in regions)
+    assert covered == summary["n_positive"] * 100 ** 2
+    assert sum(f["properties"]["measurements"]["Patches"] for f in regions) == summary["n_positive"]
     from PIL import Image
 
     assert Image.open(folder / "map.png").size[0] > 2 * Image.open(folder / "map.png").size[1] * 0.6
@@ -233,7 +247,7 @@ def test_a_corrupt_completion_record_is_moved_aside_and_the_slide_mapped_again(t
     with pytest.warns(cache.CorruptRecordWarning, match="complete.json"):
         again = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10, progress=False)
     assert again["status"] == "done"
-    assert (record.parent / "complete.json.corrupt").is_file()
+    assert not (record.parent / "complete.json.corrupt").exists()  # the old folder was replaced as a whole
     assert til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=10,
                               progress=False)["status"] == "skipped"
 
@@ -278,3 +292,62 @@ def test_torch_threads_are_set_only_while_the_work_runs(tiny_model, small_slide,
     with til_maps.torch_threads(None):
         assert torch.get_num_threads() == before
     assert torch.get_num_threads() == before
+
+
+def test_the_gallery_shows_the_highest_and_lowest_scoring_patches(tiny_model, small_slide, tmp_path):
+    done = til_maps.map_slide(small_slide, tiny_model, tmp_path, backend="torch", max_patches=30, progress=False)
+    e = til_maps.extremes(done["folder"], small_slide, n=4, size=24)
+    table = til_maps.read_patches(done["folder"])
+    probs = np.sort(table["probability"].to_numpy())
+    assert e["top"][0].shape == (4, 24, 24, 3) and e["bottom"][0].shape == (4, 24, 24, 3)
+    np.testing.assert_array_equal(e["top"][1], probs[::-1][:4])
+    np.testing.assert_array_equal(e["bottom"][1], probs[:4])
+    # the images are the patches at those probabilities, read again from the slide
+    best = table.loc[table["probability"].idxmax()]
+    from histolean import wsi
+
+    with til_maps.open_slide(small_slide) as slide:
+        np.testing.assert_array_equal(e["top"][0][0], wsi.read_patch(slide, int(best.x), int(best.y),
+                                                                     int(best.patch_px), 24))
+    fig = til_maps.extremes_figure({(small_slide.name, "tiny"): e})
+    assert len(fig.axes) == 8
+
+
+def test_macenko_fits_a_slide_stain_and_maps_with_it(tiny_model, small_slide, tmp_path):
+    from histolean.experiments.til_maps import mapping, stain
+
+    model = til_maps.load_til_model(tiny_model)
+    with til_maps.open_slide(small_slide) as slide:
+        patches = mapping.held_out_patches(slide, model)
+    fitted = stain.fit(patches)
+    he = np.asarray(fitted["he"])
+    assert he.shape == (3, 2) and (he > 0).all() and he[0, 0] > he[0, 1]  # haematoxylin absorbs more red
+    same = stain.Normaliser(fitted, fitted)(patches)  # to its own stain: the patches come back
+    assert same.dtype == np.uint8 and same.shape == patches.shape
+    assert np.abs(same.astype(int) - patches.astype(int)).mean() < 3
+    other = stain.Normaliser(fitted)(patches)  # to the published reference: changed
+    assert np.abs(other.astype(int) - patches.astype(int)).mean() > 3
+    with pytest.raises(ValueError, match="too little tissue"):
+        stain.fit(np.full((2, 8, 8, 3), 250, dtype=np.uint8))
+    plain = til_maps.map_slide(small_slide, model, tmp_path, backend="torch", max_patches=10, progress=False)
+    plain_probs = til_maps.read_patches(plain["folder"])["probability"].to_numpy()
+    normed = til_maps.map_slide(small_slide, model, tmp_path, backend="torch", max_patches=10, stain="macenko",
+                                progress=False)
+    assert normed["status"] == "done" and normed["stain"]["method"] == "macenko"  # another key: mapped again
+    assert normed["stain"]["reference"] == "published Macenko reference" and plain["stain"] == {"method": "none"}
+    assert not np.array_equal(til_maps.read_patches(normed["folder"])["probability"].to_numpy(), plain_probs)
+    with pytest.raises(ValueError, match="--stain"):
+        til_maps.map_slides([small_slide], tiny_model, tmp_path, scheduler=None, stain="reinhard", progress=False)
+
+
+@pytest.mark.parametrize("name, mpp", [("CMU-1-Small-Region.svs", None), ("tcga-cr-7395-01a-01-ts1.svs", 1.0),
+                                       ("tcga-cr-7395-01a-01-ts1.svs", 0.5)])
+def test_strip_reading_gives_the_pixels_of_one_read_per_patch(real_data, name, mpp):
+    from histolean import wsi
+
+    with wsi.open_slide(real_data / "wsi" / name, mpp=mpp) as slide:
+        grid = wsi.patch_grid(slide, patch_um=50, size=36)
+        index = np.r_[0:60, 75, 77:90, len(grid) - 5:len(grid)]  # runs across rows, gaps, the last cells
+        one_by_one = np.stack([grid.read(int(i)) for i in index])
+        np.testing.assert_array_equal(wsi.read_patches(grid, index), one_by_one)
+        assert wsi.read_patches(grid, []).shape == (0, 36, 36, 3)

@@ -86,19 +86,17 @@ def test_grid_prefetch_and_slide_map(synthetic):
     assert rgb.shape == (*grid.grid_shape, 3) and (rgb[np.isnan(heat)] == 255).all()
 
 
-def test_errors_in_the_reader_thread_reach_the_caller(synthetic):
+def test_errors_in_the_reader_thread_reach_the_caller(synthetic, monkeypatch):
     slide = wsi.open_slide(synthetic.path)
     grid = wsi.patch_grid(slide, patch_um=32)
-    grid.coords = grid.coords.copy()
-    grid.coords[3] = (-10**9, 0)  # OpenSlide pads out-of-slide reads; make one read fail instead
-    original = grid.read
+    original = wsi.read_patches  # the reader thread's batch read
 
-    def failing(i):
-        if i == 3:
+    def failing(grid, index):
+        if 3 in index:
             raise RuntimeError("disk gone")
-        return original(i)
+        return original(grid, index)
 
-    grid.read = failing
+    monkeypatch.setattr(wsi, "read_patches", failing)
     with pytest.raises(RuntimeError, match="disk gone"):
         for _ in wsi.iter_batches(grid, batch_size=2):
             pass

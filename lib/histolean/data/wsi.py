@@ -257,6 +257,38 @@ def read_patch(slide: Slide, x: int, y: int, patch_px: int, size: int) -> np.nda
     return region
 
 
+def read_patches(grid: "PatchGrid", index) -> np.ndarray:
+    """Patches ``index`` of ``grid`` as uint8 (k, size, size, 3), the same pixels as :func:`read_patch`:
+    a run of horizontally adjacent cells of one grid row is read as one strip, so each tile under it
+    is decoded once per run rather than once per patch (whole-slide maps read in raster order)."""
+    from PIL import Image
+
+    index = np.asarray(index, dtype=np.int64).reshape(-1)
+    slide, patch_px, size = grid.slide, grid.patch_px, grid.size
+    level = slide.best_level_for_downsample(max(patch_px / size, 1.0))
+    ds = slide.level_downsamples[level]
+    side = patch_px / ds
+    if abs(side - round(side)) > 1e-9:  # patches not on whole level pixels: one read each, as read_patch
+        return np.stack([grid.read(int(i)) for i in index]) if len(index) else np.zeros((0, size, size, 3), np.uint8)
+    side = max(1, int(round(side)))
+    out = np.empty((len(index), size, size, 3), dtype=np.uint8)
+    start = 0
+    while start < len(index):
+        end = start + 1
+        while (end < len(index) and end - start < 64 and grid.cells[index[end], 0] == grid.cells[index[start], 0]
+               and grid.cells[index[end], 1] == grid.cells[index[end - 1], 1] + 1):
+            end += 1
+        x, y = grid.coords[index[start]]
+        strip = slide.read_region((int(x), int(y)), level, (side * (end - start), side))
+        for k in range(end - start):
+            region = strip[:, k * side:(k + 1) * side]
+            if side != size:
+                region = np.asarray(Image.fromarray(region).resize((size, size), Image.Resampling.BILINEAR))
+            out[start + k] = region
+        start = end
+    return out
+
+
 def cut_centred_patches(slide_path: str | os.PathLike, centres, patch_um: float = 50.0, size: int = 100,
                         mpp: float | None = None) -> np.ndarray:
     """``patch_um`` squares centred on level-0 ``centres`` [(x, y), ...] of one slide, each resized to
@@ -301,7 +333,7 @@ def iter_batches(grid: PatchGrid, batch_size: int = 32, prefetch: int = 2) -> It
                 if stop.is_set():
                     return
                 index = np.arange(start, min(start + batch_size, len(grid)))
-                batches.put((np.stack([grid.read(int(i)) for i in index]), index))
+                batches.put((read_patches(grid, index), index))
             batches.put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
             batches.put(exc)
@@ -379,5 +411,6 @@ def grid_overlay(grid: PatchGrid, max_size: int = 800, color=(20, 20, 20), tint_
 
 
 __all__ = ["DataError", "Slide", "open_slide", "TissueMask", "tissue_mask", "PatchGrid", "patch_grid",
-           "read_patch", "cut_centred_patches", "read_region_um", "iter_batches", "predict_slide", "slide_map",
+           "read_patch", "read_patches", "cut_centred_patches", "read_region_um", "iter_batches", "predict_slide",
+           "slide_map",
            "slide_map_rgb", "grid_overlay"]

@@ -60,6 +60,42 @@ def client(scheduler, timeout_s: float = CONNECT_TIMEOUT_S) -> Iterator:
         connected.close()
 
 
+def check_reachable(scheduler, timeout_s: float = 3.0) -> None:
+    """Raise ``ConnectionError`` (one line, naming it) unless the scheduler's TCP port answers within
+    ``timeout_s``: a quick look before any work, instead of a client's long wait and traceback.
+    A Client, or an address of another protocol (inproc://, ucx://), is taken as it is."""
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    if not isinstance(scheduler, (str, os.PathLike)):
+        return
+    target = str(scheduler).strip()
+    if target.endswith(".json"):
+        try:
+            target = json.loads(Path(target).read_text())["address"]
+        except FileNotFoundError:
+            raise FileNotFoundError(f"Dask scheduler file {scheduler} does not exist; start the scheduler with "
+                                    f"`dask scheduler --scheduler-file {scheduler}` on a shared path") from None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"Dask scheduler file {scheduler} cannot be read ({type(err).__name__}: {err})") from None
+    parts = urlsplit(target if "://" in target else f"tcp://{target}")
+    if parts.scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parts.hostname, parts.port or 8786
+    except ValueError as err:  # a port that is not a number
+        raise ValueError(f"scheduler address {target!r} is not host:port ({err})") from None
+    if not host:
+        raise ValueError(f"scheduler address {target!r} names no host; expected tcp://host:8786")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {target} within {timeout_s:g} s "
+                              f"({err.strerror or type(err).__name__}); start one with `dask scheduler` and "
+                              f"workers with `dask worker {target}`") from None
+
+
 _CANCELLED = (concurrent.futures.CancelledError, asyncio.CancelledError)
 
 

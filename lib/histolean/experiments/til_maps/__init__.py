@@ -16,8 +16,12 @@ One concern per module:
 * :mod:`.predict`: a checkpoint on a ``core.backends`` backend (``Predictor``, ``BACKENDS``,
   ``DEFAULT_BACKEND`` = ``auto``) and the measured choice of one (``choose``, ``predictor_for``);
 * :mod:`.slides`: finding and opening slides, subsampling the grid, the settings that key a finished slide;
-* :mod:`.outputs`: PNG map, Parquet table, QuPath GeoJSON, the ``complete.json`` record (``util.cache``);
+* :mod:`.checks`: settings and output folder before any work, the model before it paints, the positive rate after;
+* :mod:`.outputs`: PNG map, Parquet table, QuPath GeoJSON (patches and merged regions), ``complete.json``;
+* :mod:`.regions`: grid cells merged into outlined regions (no shapely);
 * :mod:`.mapping`: one slide (``map_slide``, resumable) and many on Dask (``map_slides``);
+* :mod:`.gallery`: the highest- and lowest-scoring patches of a map, side by side;
+* :mod:`.stain`: Macenko stain normalisation, fitted per slide (``map_slide(..., stain="macenko")``);
 * :mod:`.speed`: backends timed side by side (``compare_backends``);
 * :mod:`.classifiers`: the TIL benchmark's checkpoints, or short-trained stand-ins;
 * :mod:`.analysis`: agreement of two maps, Dask against one process, time for many slides;
@@ -26,18 +30,25 @@ One concern per module:
 
 from histolean.experiments.til_maps.analysis import (extrapolate, map_agreement, patches_in_tissue,
                                                      same_predictions, slides_at_once)
+from histolean.experiments.til_maps.checks import (DEFAULT_MIN_AUC, PAINTED, REFUSED, UNCHECKED,
+                                                   ImplausibleMapWarning, check_settings, model_check, plausibility)
 from histolean.experiments.til_maps.classifiers import find_checkpoints, models_for_maps, train_stand_ins
 from histolean.experiments.til_maps.findings import paper_claims
-from histolean.experiments.til_maps.mapping import map_slide, map_slides
+from histolean.experiments.til_maps.gallery import extremes, extremes_figure
+from histolean.experiments.til_maps.mapping import check_before_work, checked_model, map_slide, map_slides
 from histolean.experiments.til_maps.model import TilModel, load_til_model, positive_probability, to_input
-from histolean.experiments.til_maps.outputs import (COMPLETE, OUTPUT_FILES, geojson, map_image, read_complete,
-                                                    read_patches)
+from histolean.experiments.til_maps.outputs import (COMPLETE, OUTPUT_FILES, QUPATH_FORMAT, geojson, map_image,
+                                                    read_complete, read_patches, regions_geojson)
+from histolean.experiments.til_maps.regions import merge_cells
 from histolean.experiments.til_maps.predict import (BACKENDS, DEFAULT_BACKEND, Predictor, choose, onnx_file,
                                                     predictor_for, torch_threads)
 from histolean.experiments.til_maps.slides import SLIDE_SUFFIXES, find_slides, open_slide, slide_settings, subsample
 from histolean.experiments.til_maps.speed import compare_backends
 
 __all__ = [
+    "DEFAULT_MIN_AUC", "PAINTED", "QUPATH_FORMAT", "REFUSED", "UNCHECKED", "ImplausibleMapWarning", "check_before_work",
+    "check_settings", "checked_model", "extremes", "extremes_figure", "merge_cells", "model_check", "plausibility",
+    "regions_geojson",
     "BACKENDS", "COMPLETE", "DEFAULT_BACKEND", "OUTPUT_FILES", "SLIDE_SUFFIXES", "Predictor", "TilModel",
     "choose", "compare_backends", "extrapolate", "find_checkpoints", "find_slides", "geojson", "load_til_model",
     "map_agreement", "map_image", "map_slide", "map_slides", "models_for_maps", "onnx_file", "open_slide",

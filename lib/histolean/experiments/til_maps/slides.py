@@ -70,6 +70,17 @@ def subsample(grid: wsi.PatchGrid, max_patches: int | None) -> wsi.PatchGrid:
                                tissue_fraction=grid.tissue_fraction[keep])
 
 
+def window(grid: wsi.PatchGrid, n: int) -> wsi.PatchGrid:
+    """``n`` consecutive patches (raster order) from the middle of the grid: what a whole-slide map
+    reads next to each other, so timing them measures its reading as it is (tiles shared by neighbours)."""
+    if len(grid) <= n:
+        return grid
+    start = (len(grid) - n) // 2
+    keep = np.arange(start, start + n)
+    return dataclasses.replace(grid, coords=grid.coords[keep], cells=grid.cells[keep],
+                               tissue_fraction=grid.tissue_fraction[keep])
+
+
 def slide_settings(model: TilModel, slide: wsi.Slide, max_patches, threshold: float) -> dict:
     """What decides a slide's outputs: a finished slide with other settings is mapped again."""
     return {"model_sha256": model.digest, "mpp": round(slide.mpp, 6), "patch_um": model.patch_um,

@@ -11,7 +11,7 @@ import numpy as np
 from histolean.data import wsi
 from histolean.experiments.til_maps.model import TilModel
 from histolean.experiments.til_maps.predict import Predictor, torch_threads
-from histolean.experiments.til_maps.slides import subsample
+from histolean.experiments.til_maps.slides import window
 
 
 def compare_backends(model: TilModel, slide: wsi.Slide, backends: Iterable[str], *, n_patches: int = 64,
@@ -21,9 +21,11 @@ def compare_backends(model: TilModel, slide: wsi.Slide, backends: Iterable[str],
     ``slide``, timed side by side in one :func:`histolean.core.measure.compare_speed` run (reference:
     the first backend).
 
-    Model-only: patches already in memory -> probabilities. End-to-end: the same patches read from
-    the slide (OpenSlide's tile cache off, so every round decodes again) and resized by the
-    prefetching reader while the model runs. Per backend: ``model_per_s``, ``end_to_end_per_s``,
+    The patches are ``n_patches`` consecutive tissue patches from the middle of the slide (raster
+    order, as a whole-slide map reads them). Model-only: patches already in memory -> probabilities.
+    End-to-end: the same patches read from the slide (OpenSlide's tile cache off, so every round decodes
+    again) and resized by the prefetching reader while the model runs. Per backend:
+    ``model_per_s``, ``end_to_end_per_s``,
     ``end_to_end_share`` (end-to-end / model-only), ``speedup`` (model-only, against the reference,
     median over rounds, with ``speedup_min``/``speedup_max``), ``end_to_end_speedup`` and
     ``label`` and ``precision`` (the backend as ``core.backends`` names it), ``check`` (its predictions
@@ -40,7 +42,8 @@ def compare_backends(model: TilModel, slide: wsi.Slide, backends: Iterable[str],
 
     backends = list(backends)
     slide._osr.set_cache(openslide.OpenSlideCache(0))  # timed reads must decode, as on an unseen slide
-    grid = subsample(wsi.patch_grid(slide, patch_um=model.patch_um, size=model.input_size), n_patches)
+    # consecutive patches, as a whole-slide map reads them (not spread out: neighbours share tiles)
+    grid = window(wsi.patch_grid(slide, patch_um=model.patch_um, size=model.input_size), n_patches)
     images = np.stack([grid.read(i) for i in range(len(grid))])
     calls, first_call, built = {}, {}, {}
     with torch_threads(threads):
