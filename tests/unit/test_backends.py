@@ -215,3 +215,23 @@ def test_fit_default_on_a_bf16_cpu_stays_float32_until_a_notebook_opts_in(monkey
     train_loader, _ = _toy_loader()
     assert train.fit(net, train_loader, None, epochs=1, progress=False, device="cpu").precision == "fp32"
     assert train.fit(net, train_loader, None, epochs=1, precision="auto", progress=False, device="cpu").precision == "bf16"
+
+
+class _Scaled(torch.nn.Module):
+    """A tiny network whose logits are ``scale`` times larger, as an untrained deep one's can be."""
+
+    def __init__(self, inner, scale):
+        super().__init__()
+        self.inner, self.scale = inner, scale
+
+    def forward(self, x):
+        return self.inner(x) * self.scale
+
+
+def test_onnx_export_tolerance_scales_with_the_logits(net, tmp_path):
+    from histolean.core import export
+    big = _Scaled(net, 1e4)
+    assert export.to_onnx(big, 32, tmp_path / "big.onnx").exists()    # float32 noise at 1e4 passes
+    with pytest.raises(ValueError, match="differs from torch"):      # a real mismatch still fails
+        export.to_onnx(big, 32, tmp_path / "strict.onnx", atol=0.0, rtol=1e-12)
+    assert not (tmp_path / "strict.onnx").exists()

@@ -28,6 +28,7 @@ import numpy as np
 
 from .common import DataError, PatchSet, balanced_subset, data_root
 from .crc import CLASSES, DEFAULT_MPP, image_split, list_crc, window_px
+from .user_patches import PREFIX as FOLDER_PREFIX, load_patch_folder
 
 DATASETS = ("crc_windows", "til", "pcam")
 SPLITS = ("train", "valid", "test")
@@ -172,12 +173,10 @@ def load_til_task(dataset: str = "crc_windows", root=None, *, window_um: float =
     with ``seed``; None = all). Images keep their native pixel size (``window_px``); models
     resize them to their own input size.
     """
-    if str(dataset).startswith("folder:"):  # a user's own patches (data.user_patches; mpp: the folder's own
-        from .user_patches import folder_til_task  # dataset.json unless the caller changed the CRC default)
-
-        return folder_til_task(dataset, window_um=window_um, mpp=None if mpp == DEFAULT_MPP else mpp,
-                               n_train=n_train, n_eval=n_eval, split_fractions=split_fractions,
-                               split_seed=split_seed, seed=seed)
+    if str(dataset).startswith(FOLDER_PREFIX):  # a user's own patches; mpp: the folder's own dataset.json
+        return _folder_til_task(dataset, window_um=window_um,  # unless the caller changed the CRC default
+                                mpp=None if mpp == DEFAULT_MPP else mpp, n_train=n_train, n_eval=n_eval,
+                                split_fractions=split_fractions, split_seed=split_seed, seed=seed)
     if dataset not in DATASETS:
         raise ValueError(f"load_til_task: unknown dataset {dataset!r}; use one of {DATASETS} or 'folder:PATH'")
     if not (isinstance(min_positive, int) and min_positive >= 1):
@@ -251,3 +250,17 @@ def _synthetic(dataset, folder, window_um, mpp, n_train, n_eval, seed) -> tuple[
         patches.split = s
         splits[s] = patches
     return splits, {"window_um": window_um, "window_px": side, "rule": "generator labels", "split": "generated"}, side
+
+
+def _folder_til_task(spec: str, *, window_um: float, mpp: float | None, n_train, n_eval, split_fractions,
+                     split_seed: int, seed: int) -> TilTask:
+    """``load_til_task("folder:PATH", ...)``: the folder's patches (data.user_patches) as a TilTask."""
+    splits, described = load_patch_folder(spec, mpp=mpp, patch_um=window_um, seed=seed, split_seed=split_seed,
+                                          split_fractions=split_fractions,
+                                          limits={"train": n_train, "valid": n_eval, "test": n_eval})
+    name = FOLDER_PREFIX + described["folder"]
+    for split, patches in splits.items():
+        check_both_classes(patches, name, split)
+    described.update({f"n_{s}_cap": cap for s, cap in (("train", n_train), ("valid", n_eval)) if cap is not None})
+    return TilTask(name, "user", splits["train"], splits["valid"], splits["test"], described["window_px"],
+                   described, list(described["notes"]))

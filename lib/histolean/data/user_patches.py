@@ -323,19 +323,3 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _centre(img: np.ndarray, side: int) -> np.ndarray:
     top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
     return img[top:top + side, left:left + side]
-
-
-def folder_til_task(spec: str, *, window_um: float = 50.0, mpp: float | None = None, n_train=None, n_eval=None,
-                    split_fractions=(0.5, 0.2, 0.3), split_seed: int = 0, seed: int = 0):
-    """``load_til_task("folder:PATH", ...)``: the folder's patches as a TilTask (label 1 = positive)."""
-    from .til_task import TilTask, check_both_classes
-
-    splits, described = load_patch_folder(spec, mpp=mpp, patch_um=window_um, seed=seed, split_seed=split_seed,
-                                          split_fractions=split_fractions,
-                                          limits={"train": n_train, "valid": n_eval, "test": n_eval})
-    name = PREFIX + described["folder"]
-    for split, patches in splits.items():
-        check_both_classes(patches, name, split)
-    described.update({f"n_{s}_cap": cap for s, cap in (("train", n_train), ("valid", n_eval)) if cap is not None})
-    return TilTask(name, "user", splits["train"], splits["valid"], splits["test"], described["window_px"],
-                   described, list(described["notes"]))

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import yaml
 
 from histolean.util import atomic, dryrun
 from histolean.study import data_needs, dry_run as dry_run_table, records, validate
-from histolean.util.paths import project_root  # noqa: F401  (study.project_root: part of the runner's API)
+from histolean.util.paths import benchmark_name, notebook_path, project_root  # noqa: F401  (the runner's API)
 
 PROFILES = ("smoke", "default", "paper")
 
@@ -60,19 +59,6 @@ def load_profile(profile: str, root: str | os.PathLike | None = None) -> dict:
 
 def output_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
     return project_root(root) / "outputs" / profile
-
-
-def notebook_path(root: Path, benchmark: str) -> Path:
-    """``notebooks/NN_<benchmark>.ipynb``: the number gives the reading order (data, cost, methods,
-    experiments), the benchmark keeps its name. An unnumbered ``<benchmark>.ipynb`` works too."""
-    folder = Path(root) / "notebooks"
-    numbered = sorted(folder.glob(f"[0-9][0-9]_{benchmark}.ipynb"))
-    return numbered[0] if numbered else folder / f"{benchmark}.ipynb"
-
-
-def benchmark_name(path: Path) -> str:
-    """The benchmark a notebook file runs: its name without the reading-order number."""
-    return re.sub(r"^\d\d_", "", Path(path).stem)
 
 
 def _sha256(*chunks: bytes) -> str:

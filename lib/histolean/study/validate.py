@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 from histolean.core import arch
+from histolean.util.paths import notebook_path
 
 # Leaf keys that hold positive integers (counts, epochs, batch sizes, sides, widths, levels).
 POSITIVE_INT = re.compile(
@@ -264,8 +265,6 @@ def check_profile(cfg: dict, root: Path, names: list[str] | None = None) -> None
     """Raise :class:`ProfileError` (one line per problem) when a benchmark of ``cfg`` (all, or ``names``) has a
     key its notebook does not declare or a value the study would fail on. Benchmarks without a readable
     notebook are the runner's to report (as failed, the others still run)."""
-    from histolean.study.runner import notebook_path
-
     where = f"params/{cfg['profile']}.yaml"
     lines = []
     for benchmark in names if names is not None else list(cfg["benchmarks"]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -20,6 +21,19 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
         return checkout
     raise FileNotFoundError(f"no params/ and notebooks/ folders in {here} or its parents; "
                             f"run from the histolean checkout or set HISTOLEAN_ROOT")
+
+
+def notebook_path(root: Path, benchmark: str) -> Path:
+    """``notebooks/NN_<benchmark>.ipynb``: the number gives the reading order (data, cost, methods,
+    experiments), the benchmark keeps its name. An unnumbered ``<benchmark>.ipynb`` works too."""
+    folder = Path(root) / "notebooks"
+    numbered = sorted(folder.glob(f"[0-9][0-9]_{benchmark}.ipynb"))
+    return numbered[0] if numbered else folder / f"{benchmark}.ipynb"
+
+
+def benchmark_name(path: Path) -> str:
+    """The benchmark a notebook file runs: its name without the reading-order number."""
+    return re.sub(r"^\d\d_", "", Path(path).stem)
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
