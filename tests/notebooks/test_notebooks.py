@@ -10,6 +10,7 @@ import pytest
 
 from histolean.data.registry import DATA_KINDS
 from histolean.study import report, runner
+from histolean.util.paths import benchmark_name
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = runner.load_profile("smoke", REPO)
@@ -17,7 +18,7 @@ pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 
 def test_every_notebook_is_in_every_profile_and_committed_clean():
-    notebooks = {runner.benchmark_name(p) for p in (REPO / "notebooks").glob("*.ipynb")}
+    notebooks = {benchmark_name(p) for p in (REPO / "notebooks").glob("*.ipynb")}
     for profile in runner.PROFILES:
         assert set(runner.load_profile(profile, REPO)["benchmarks"]) == notebooks, profile
     for path in (REPO / "notebooks").glob("*.ipynb"):

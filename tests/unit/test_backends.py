@@ -232,6 +232,35 @@ def test_onnx_export_tolerance_scales_with_the_logits(net, tmp_path):
     from histolean.core import export
     big = _Scaled(net, 1e4)
     assert export.to_onnx(big, 32, tmp_path / "big.onnx").exists()    # float32 noise at 1e4 passes
-    with pytest.raises(ValueError, match="differs from torch"):      # a real mismatch still fails
+    with pytest.raises(ValueError, match="differs from torch"):      # a limit below float32 noise still rejects
         export.to_onnx(big, 32, tmp_path / "strict.onnx", atol=0.0, rtol=1e-12)
     assert not (tmp_path / "strict.onnx").exists()
+
+
+
+def test_a_model_freed_on_another_thread_leaves_this_threads_signal_stack_mapped(net, tmp_path):
+    """OpenVINO's CPU plugin installs a signal stack on the thread that loads it and unmaps it when it is
+    unloaded; unloaded from another thread (a Dask worker dropping the last model), it leaves the loading
+    thread's stack pointing at unmapped memory, and the next signal there (a SIGCHLD, once torch's
+    DataLoader handles it) killed the process. One Core per process never unloads the plugin."""
+    import ctypes
+    import gc
+    import threading
+
+    from histolean.core import export
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    def mapped(address):
+        with open("/proc/self/maps", encoding="ascii") as maps:
+            spans = [[int(a, 16) for a in line.split()[0].split("-")] for line in maps]
+        return any(lo <= address < hi for lo, hi in spans)
+
+    models = [export.openvino_model(export.to_onnx(net, 32, tmp_path / "net.onnx"), threads=1)]
+    dropper = threading.Thread(target=lambda: (models.clear(), gc.collect()))
+    dropper.start()
+    dropper.join()
+    stack = StackT()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
+    assert stack.ss_flags & 2 or mapped(stack.ss_sp)   # SS_DISABLE, or a stack that still exists

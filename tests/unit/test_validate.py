@@ -11,7 +11,7 @@ import time
 import pytest
 
 from histolean.study import runner, validate
-from histolean.util.paths import project_root
+from histolean.util.paths import benchmark_name, notebook_path, project_root
 
 ROOT = project_root()
 
@@ -34,12 +34,12 @@ def _problems(cfg, benchmark, **changes):
 @pytest.mark.parametrize("profile", runner.PROFILES)
 def test_every_shipped_profile_is_valid(profile):
     cfg = runner.load_profile(profile, ROOT)
-    assert set(cfg["benchmarks"]) == {runner.benchmark_name(p) for p in (ROOT / "notebooks").glob("0*_*.ipynb")}
+    assert set(cfg["benchmarks"]) == {benchmark_name(p) for p in (ROOT / "notebooks").glob("0*_*.ipynb")}
     validate.check_profile(cfg, ROOT)   # raises on any problem
 
 
 def test_the_parameters_cell_is_parsed_with_defaults_and_listed_choices():
-    defaults, choices = validate.declared_parameters(runner.notebook_path(ROOT, "resrep"))
+    defaults, choices = validate.declared_parameters(notebook_path(ROOT, "resrep"))
     assert defaults["networks"] == ["tiny"] and defaults["lr"] == pytest.approx(2e-3)
     assert choices["networks"] == ["tiny", "b6", "resnet50v2", "resnet50v2_nar2", "inception_v4"]
     assert choices["optimizer_setting"] == ["nar", "resrep"]

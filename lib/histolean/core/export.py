@@ -126,9 +126,10 @@ OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 @functools.cache
 def _openvino_core():
     """One OpenVINO Core for the process, never unloaded. The CPU plugin installs its own signal stack
-    (sigaltstack) on the thread that loads it and leaves it installed when a Core is freed: the next
-    signal to that thread (a SIGCHLD once torch's DataLoader handles it) then lands on freed memory and
-    the process dies with SIGSEGV. Keeping the plugin loaded keeps that stack valid."""
+    (sigaltstack) on the thread that loads it and unmaps it when unloaded; unloaded from another thread
+    (a Dask worker dropping the last model), it leaves the loading thread's stack pointing at unmapped
+    memory, and the next signal there (a SIGCHLD once torch's DataLoader handles it) kills the process
+    with SIGSEGV. A plugin that stays loaded keeps that stack valid."""
     import openvino as ov
 
     return ov.Core()
@@ -142,7 +143,6 @@ def openvino_model(path: str | os.PathLike, precision: str = "fp32", threads: in
 
     One stream, latency hint: a call uses all its threads on one batch, as the other backends do;
     threads are not pinned to cores, which on a shared machine would fight other processes."""
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} does not exist")

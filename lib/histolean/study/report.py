@@ -19,6 +19,7 @@ import pandas as pd
 
 from histolean.util import atomic
 from histolean.study import claims, mathml, published, records, runner
+from histolean.util.paths import notebook_path, project_root
 
 # Which paper's published tables belong beside which benchmark.
 BENCHMARK_PAPERS = {
@@ -170,7 +171,7 @@ def build(profile: str = "default", root: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, data_root: str | None = None) -> Path:
     """Write ``<out>/report.html`` (default ``outputs/<profile>``) from the manifests, rows and figures there.
     An unknown profile is an error naming it (``FileNotFoundError``), not an empty report."""
-    root = runner.project_root(root)
+    root = project_root(root)
     out = Path(out) if out is not None else runner.output_dir(profile, root)
     cfg = runner.load_profile(profile, root)
     profile_names = list(cfg["benchmarks"])
@@ -206,7 +207,7 @@ def build(profile: str = "default", root: str | os.PathLike | None = None,
         papers = "".join(published_tables(p) for p in BENCHMARK_PAPERS.get(name, []))
         sections.append(
             f"<h2 id='{name}'>{html.escape(name)} <span class='badge {status}'>{status}</span></h2>"
-            f"{_notebook_intro(runner.notebook_path(root, name))}"
+            f"{_notebook_intro(notebook_path(root, name))}"
             f"<p class='muted'>Source: {source}</p>{error}{synth_note}"
             f"{_figures(out, name) if status in ('ok', 'script') else ''}"
             f"{f'<h3>Paper claims</h3>{claims_table(claim_rows)}' if claim_rows else ''}"

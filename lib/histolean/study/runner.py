@@ -31,7 +31,7 @@ import yaml
 
 from histolean.util import atomic, dryrun
 from histolean.study import data_needs, dry_run as dry_run_table, records, validate
-from histolean.util.paths import benchmark_name, notebook_path, project_root  # noqa: F401  (the runner's API)
+from histolean.util.paths import notebook_path, project_root
 
 PROFILES = ("smoke", "default", "paper")
 

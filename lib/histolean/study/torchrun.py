@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from histolean.study import runner, validate
+from histolean.util.paths import notebook_path, project_root
 
 RUNNER_TIMEOUT_CELLS = 20   # the runners wait for the other ranks up to this many cell timeouts
 
@@ -36,7 +37,7 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     """``runner.run`` for one rank of a torchrun launch; every rank gets the same outcomes."""
     import torch.distributed as dist
 
-    root = runner.project_root(root)
+    root = project_root(root)
     cfg = runner.load_profile(profile, root)
     if not dist.is_initialized():
         # the runners' own group (decisions, ports, outcomes); a rank may wait for the others to finish
@@ -57,7 +58,7 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     for name in names:
         decision = [None]
         if rank == 0:
-            notebook = runner.notebook_path(root, name)
+            notebook = notebook_path(root, name)
             done = (not force and notebook.exists() and runner.is_complete(
                 out, name, runner.fingerprint(notebook, runner.benchmark_parameters(name, cfg, out, data_root))))
             decision = [(done, _free_port())]
