@@ -36,3 +36,11 @@ def test_the_shared_subsets_are_reported_as_subsets(real_data):
     assert "fall back" not in pcam[0]
     # the shared TNBC copy is complete (50 images): not reported
     assert not any("tnbc" in line for line in lines)
+
+
+def test_a_slot_given_a_user_folder_reads_no_shared_dataset():
+    assert data_needs.reads("pcam_idc_zoo", {}) == ("pcam", "idc")
+    assert data_needs.reads("pcam_idc_zoo", {"idc_data": "folder:/x"}) == ("pcam",)
+    assert data_needs.reads("monuseg_pruning", {"train_data": "folder:/x", "shift_data": "folder:/y"}) == ()
+    assert data_needs.reads("til_nar_resrep", {"dataset": "folder:/x"}) == ()
+    assert data_needs.reads("resrep", {"dataset": "pcam"}) == ("pcam",)

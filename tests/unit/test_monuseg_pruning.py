@@ -10,8 +10,9 @@ import pytest
 from histolean import data
 from histolean.experiments import monuseg_pruning
 
-PARAMETERS = dict(output_dir="out", data_root="", seed=0, width=0.125, encoder_weights="", n_train=2, crop=64,
-                  crops_per_image=2, batch_size=2, lr=1e-3, epochs=1, retrain_epochs=1, max_cr=4,
+PARAMETERS = dict(output_dir="out", data_root="", seed=0, train_data="monuseg", shift_data="tnbc", mpp=None,
+                  width=0.125, encoder_weights="", n_train=2, crop=64, crops_per_image=2, batch_size=2, lr=1e-3,
+                  epochs=1, retrain_epochs=1, max_cr=4,
                   schemes=["network-wide", "layer-wise"], n_test=2, n_tnbc=2, eval_crop=128, tile=128, overlap=32,
                   speed_input=64, speed_repeats=5, resume=True, workers=1)
 

@@ -250,3 +250,13 @@ def test_an_undefined_t_is_not_a_verdict():
     tiny = copy.deepcopy(paper)
     tiny["table3_pcam"] = [r for r in paper["table3_pcam"] if r["model"] in ("b2", "vgg19")]  # 1 full + 1 transfer
     assert verdict([], "PCAM: the paper's Welch t-test follows", paper=tiny) == claims.NOT_TESTABLE
+
+
+def test_a_user_folder_in_a_slot_is_decided_like_the_slot_and_named_in_the_scale():
+    rows = [ok("pcam", "full", m, 2.0 if m == "vgg19" else 1.0) for m in ("b2", "vgg19", "mobilenet")]
+    user = [r | {"dataset": "folder:/data/mine", "slot": "pcam", "data_kind": "user"} for r in copy.deepcopy(rows)]
+    ours, theirs = zc.paper_claims(rows), zc.paper_claims(user)
+    assert [c.verdict for c in ours] == [c.verdict for c in theirs]
+    best = by_claim(theirs, "PCAM: VGG19 is the best")
+    assert best.verdict == by_claim(ours, "PCAM: VGG19 is the best").verdict
+    assert "PCAM slot: folder:/data/mine (user)" in best.scale and "the folder's groups" in best.scale

@@ -296,3 +296,78 @@ def test_each_nuclei_problem_blocks_with_its_message_and_writes_nothing(real_dat
     assert tree(folder) == before and not any(quiet_cwd[0].iterdir()) and not quiet_cwd[1].exists()
     with pytest.raises(DataError, match=message):
         load_nuclei_folder(folder)
+
+
+# ---------------------------------------------------------------- the experiments' slots take a folder
+
+def test_a_patch_folder_fills_a_zoo_slot_and_its_rows_name_it(patch_folder, tmp_path):
+    from histolean.data import load_patches
+    from histolean.experiments import pcam_idc_zoo as kz
+
+    folder = patch_folder("csv")
+    spec = f"folder:{folder}"
+    sets = {"pcam": {split: load_patches(spec, split, limit=6, seed=0) for split in ("train", "valid", "test")}}
+    assert all(s.data_kind == "user" and s.dataset == spec for s in sets["pcam"].values())
+    assert len(sets["pcam"]["train"]) == 6 and set(sets["pcam"]["train"].labels) == {0, 1}
+    zoo = kz.ZooRunner(records.Recorder("pcam_idc_zoo", tmp_path, profile="test"), sets, tmp_path / "m", epochs=1,
+                       batch_size=4, lr=1e-3, names={"pcam": spec})
+    assert zoo.kinds == {"pcam": "user"} and zoo.unit("pcam") == "group"
+    test = zoo.test_set("pcam")   # the folder's groups (slide ids of the CSV) are what the bootstrap resamples
+    assert test["resampling_unit"] == "group" and set(test["test_groups"]) <= {f"slide{i}" for i in range(6)}
+    row = zoo.skip("pcam", "b2", "full", "not trained in this test")
+    assert (row["dataset"], row["slot"], row["data_kind"]) == (spec, "pcam", "user")
+
+
+def test_a_bad_patch_folder_stops_load_patches_with_the_checks_message(patch_folder):
+    from histolean.data import load_patches
+
+    folder = patch_folder("classes")
+    shutil.rmtree(folder / "positive")
+    with pytest.raises(DataError, match="one class"):
+        load_patches(f"folder:{folder}", "train")
+
+
+def _nuclei_config(tmp_path, **overrides):
+    from histolean.experiments import monuseg_pruning
+
+    parameters = dict(output_dir=str(tmp_path / "out"), data_root="", seed=0, train_data="monuseg",
+                      shift_data="tnbc", mpp=None, width=0.125, encoder_weights="", n_train=4, crop=64,
+                      crops_per_image=1, batch_size=2, lr=1e-3, epochs=1, retrain_epochs=1, max_cr=2,
+                      schemes=["network-wide"], n_test=1, n_tnbc=2, eval_crop=64, tile=64, overlap=0, speed_input=64,
+                      speed_repeats=5, resume=True, workers=1)
+    return monuseg_pruning.Config.from_parameters(parameters | overrides)
+
+
+def test_nuclei_folders_fill_the_training_and_the_shift_slot(real_data, tmp_path):
+    from histolean.experiments import monuseg_pruning
+
+    flat, _ = _tnbc_folder(real_data, tmp_path / "flat", n=3, instance_masks=True)
+    split = tmp_path / "split"
+    for part, n in (("train", 2), ("test", 2)):
+        _tnbc_folder(real_data, split / part, n=n, instance_masks=True)
+    config = _nuclei_config(tmp_path, train_data=f"folder:{flat}", shift_data=f"folder:{split}")
+    images = monuseg_pruning.load_data(config)
+    # flat folder: n_test images drawn for scoring, the others trained on; no image in both
+    assert len(images.scored["monuseg"]) == 1 and len(images.train) == 2
+    assert not {s.name for s in images.train} & {s.name for s in images.scored["monuseg"]}
+    assert images.kinds == {"train": "user", "monuseg": "user", "tnbc": "user"}
+    assert images.name("monuseg") == f"folder:{flat}" and images.data_kind("tnbc") == "user"
+    assert len(images.scored["tnbc"]) == 2 and "folder:" in images.describe()
+    # a folder with train/ and test/ split folders trains on train/ and scores test/
+    by_split = monuseg_pruning.load_data(_nuclei_config(tmp_path, train_data=f"folder:{split}"))
+    assert len(by_split.train) == 2 and len(by_split.scored["monuseg"]) == 1 and by_split.name("tnbc") == "tnbc"
+    with pytest.raises(DataError, match=r"3 images, but n_test = 3 are scored"):
+        monuseg_pruning.load_data(_nuclei_config(tmp_path, train_data=f"folder:{flat}", n_test=3))
+    with pytest.raises(ValueError, match="shift_data 'tnbcx'"):
+        monuseg_pruning.load_data(_nuclei_config(tmp_path, shift_data="tnbcx"))
+
+
+def test_nuclei_claims_name_the_folder_in_the_slot():
+    from histolean.experiments import monuseg_pruning
+
+    row = {"kind": "variant", "method": monuseg_pruning.METHOD, "dataset": "folder:/data/mine", "slot": "monuseg",
+           "data_kind": "user", "setting": {"scheme": "unpruned", "cr": 1}, "metrics": {}, "scale": {}}
+    scores = monuseg_pruning.paper._Scores([row])
+    assert scores.row("monuseg", "unpruned", 1) is row
+    assert scores.label("monuseg") == "folder:/data/mine (in the MoNuSeg test slot)" and scores.label("tnbc") == \
+        "TNBC (distribution shift)"

@@ -81,7 +81,16 @@ def test_unknown_keys_wrong_kinds_and_choices(paper):
         paper, "til_nar_resrep", resrep={**paper["benchmarks"]["til_nar_resrep"]["resrep"], "epoch": 3})[0]
     assert "'ten' is a text, but the notebook's default 1 is a number" in _problems(
         paper, "monuseg_pruning", epochs="ten")[0]
-    assert "'crc' is not one of crc_windows, til, pcam" in _problems(paper, "til_nar_resrep", dataset="crc")[0]
+    assert "'crc' is not one of crc_windows, til, pcam, folder:PATH" in _problems(
+        paper, "til_nar_resrep", dataset="crc")[0]
+    # a user's folder is a choice wherever the cell lists "folder:PATH"; the bare prefix is not a folder
+    for benchmark, changes in (("til_nar_resrep", {"dataset": "folder:/data/mine"}),
+                               ("pcam_idc_zoo", {"pcam_data": "folder:/data/a", "idc_data": "folder:/data/b"}),
+                               ("monuseg_pruning", {"train_data": "folder:/x", "shift_data": "folder:/y"})):
+        cfg = copy.deepcopy(paper)
+        cfg["benchmarks"][benchmark].update(changes)
+        validate.check_profile(cfg, ROOT)   # no ProfileError
+    assert "'folder:' is not one of" in _problems(paper, "resrep", dataset="folder:")[0]
     assert "key 'backends': 'openvino:fp8'" in _problems(paper, "til_maps", backends=["torch", "openvino:fp8"])[0]
 
 

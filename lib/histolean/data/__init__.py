@@ -36,24 +36,31 @@ from .synthetic import (
 from .til import cut_til_patches, load_til
 from .tnbc import instances_from_mask, load_tnbc
 from .user_nuclei import check_nuclei, load_nuclei_folder
-from .user_patches import check_patches, load_patch_folder
+from .user_patches import PREFIX as FOLDER_PREFIX, check_patches, load_patch_folder
 
 _PATCH_LOADERS = {"pcam": load_pcam, "idc": load_idc, "til": load_til, "til_windows": load_til_windows}
 SYNTHETIC_DEFAULT_N = 256
 
 
 def load_patches(dataset: str, split: str, *, root=None, limit: int | None = None, size: int | None = None,
-                 seed: int = 0, allow_synthetic: bool = True) -> PatchSet:
-    """Patches of ``dataset`` (pcam, idc, til, til_windows); the benchmarks' single entry point.
+                 seed: int = 0, allow_synthetic: bool = True, mpp: float | None = None,
+                 patch_um: float | None = None) -> PatchSet:
+    """Patches of ``dataset`` (pcam, idc, til, til_windows, or a user's ``folder:PATH``); the benchmarks'
+    single entry point. ``mpp`` and ``patch_um`` apply to a folder only (see ``user_patches``; ``patch_um``
+    None: the patches whole).
 
     When the dataset folder is missing and ``allow_synthetic`` is true, prints and warns
     which folder was looked for and returns procedural patches (``data_kind="synthetic"``,
     ``limit`` of them or 256, at ``size`` or the dataset's native size). Other errors
     (corrupt files, bad label files) are always raised.
     """
+    if dataset.startswith(FOLDER_PREFIX):   # checked first: a blocking problem stops here with its message
+        sets, _ = load_patch_folder(dataset, mpp=mpp, patch_um=patch_um, size=size, limits={split: limit},
+                                    seed=seed, splits=(split,))
+        return sets[split]
     if dataset not in _PATCH_LOADERS:
-        raise ValueError(f"load_patches: unknown dataset {dataset!r}; use one of {sorted(_PATCH_LOADERS)} "
-                         "(MoNuSeg and TNBC: load_monuseg / load_tnbc)")
+        raise ValueError(f"load_patches: unknown dataset {dataset!r}; use one of {sorted(_PATCH_LOADERS)} or "
+                         "'folder:PATH' (MoNuSeg and TNBC: load_monuseg / load_tnbc)")
     record = DATASETS[dataset]
     folder = data_root(root) / record.folder
     if folder.is_dir() or not allow_synthetic:
@@ -75,6 +82,6 @@ __all__ = [
     "list_idc", "patient_split", "pad_to_patch", "load_monuseg", "parse_annotation", "rasterise", "load_tnbc",
     "instances_from_mask", "list_crc", "read_points", "til_windows", "image_split", "load_til_windows", "load_til",
     "cut_til_patches", "synthetic_patch", "synthetic_patches", "synthetic_tile", "synthetic_tiles", "synthetic_slide",
-    "check_patches", "load_patch_folder", "check_nuclei", "load_nuclei_folder",
+    "FOLDER_PREFIX", "check_patches", "load_patch_folder", "check_nuclei", "load_nuclei_folder",
     "DATA_KINDS", "DATASETS", "Dataset", "dataset_status", "format_status", "how_to_get", "fetch", "download_file",
 ]

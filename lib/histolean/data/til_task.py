@@ -163,7 +163,7 @@ def _centre_crop(patches: PatchSet, side: int) -> PatchSet:
     return patches
 
 
-def load_til_task(dataset: str = "crc_windows", root=None, *, window_um: float = 50.0, mpp: float = DEFAULT_MPP,
+def load_til_task(dataset: str = "crc_windows", root=None, *, window_um: float = 50.0, mpp: float | None = None,
                   min_positive: int = 2, train_windows_per_image: int = 40, split_fractions=(0.5, 0.2, 0.3),
                   split_seed: int = 0, seed: int = 0, keep_empty: bool = False, n_train: int | None = None,
                   n_eval: int | None = None, allow_synthetic: bool = True) -> TilTask:
@@ -171,12 +171,13 @@ def load_til_task(dataset: str = "crc_windows", root=None, *, window_um: float =
 
     ``n_train`` / ``n_eval`` cap the training and the validation/test patches (class-balanced draw
     with ``seed``; None = all). Images keep their native pixel size (``window_px``); models
-    resize them to their own input size.
+    resize them to their own input size. ``mpp``: microns per pixel of CRCHistoPhenotypes (None: its
+    published 0.55) or of a user's folder (None: the folder's ``dataset.json``, else unknown).
     """
-    if str(dataset).startswith(FOLDER_PREFIX):  # a user's own patches; mpp: the folder's own dataset.json
-        return _folder_til_task(dataset, window_um=window_um,  # unless the caller changed the CRC default
-                                mpp=None if mpp == DEFAULT_MPP else mpp, n_train=n_train, n_eval=n_eval,
+    if str(dataset).startswith(FOLDER_PREFIX):  # a user's own patches
+        return _folder_til_task(dataset, window_um=window_um, mpp=mpp, n_train=n_train, n_eval=n_eval,
                                 split_fractions=split_fractions, split_seed=split_seed, seed=seed)
+    mpp = DEFAULT_MPP if mpp is None else mpp
     if dataset not in DATASETS:
         raise ValueError(f"load_til_task: unknown dataset {dataset!r}; use one of {DATASETS} or 'folder:PATH'")
     if not (isinstance(min_positive, int) and min_positive >= 1):

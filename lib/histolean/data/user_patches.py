@@ -63,7 +63,7 @@ def folder_path(spec: str) -> Path:
     return Path(spec[len(PREFIX):] if spec.startswith(PREFIX) else spec).expanduser()
 
 
-def check_patches(path, *, decode: bool = True, mpp: float | None = None, patch_um: float = 50.0,
+def check_patches(path, *, decode: bool = True, mpp: float | None = None, patch_um: float | None = 50.0,
                   split_fractions=(0.6, 0.2, 0.2), split_seed: int = 0,
                   min_per_class: int = MIN_PER_CLASS) -> tuple[FolderReport, Listing | None]:
     """Read the folder as the loaders do; every problem goes into the report (``decode``: decode each
@@ -265,33 +265,33 @@ def _describe(listing: Listing, report: FolderReport, patch_um: float, min_per_c
     if listing.mpp:
         common = Counter(s for s in listing.sizes if s).most_common(1)
         side = min(common[0][0]) if common else 0
-        report.found.append(f"mpp {listing.mpp:g} um/px: patches cover {side * listing.mpp:.0f} um; "
-                            f"{patch_um:g} um = {window_px(patch_um, listing.mpp)} px (centre crop)")
+        crop = f"{patch_um:g} um = {window_px(patch_um, listing.mpp)} px (centre crop)" if patch_um else "used whole"
+        report.found.append(f"mpp {listing.mpp:g} um/px: patches cover {side * listing.mpp:.0f} um; {crop}")
     else:
         report.found.append("mpp unknown (no mpp= and no dataset.json): patches are used whole, their physical "
                             "size unstated")
     report.found += listing.notes
 
 
-def load_patch_folder(path, *, mpp: float | None = None, patch_um: float = 50.0, size: int | None = None,
+def load_patch_folder(path, *, mpp: float | None = None, patch_um: float | None = 50.0, size: int | None = None,
                       limits: dict | None = None, seed: int = 0, split_fractions=(0.6, 0.2, 0.2),
-                      split_seed: int = 0) -> tuple[dict[str, PatchSet], dict]:
+                      split_seed: int = 0, splits=SPLITS) -> tuple[dict[str, PatchSet], dict]:
     """The folder's train / valid / test PatchSets (``data_kind="user"``) and how they were made.
 
     Runs :func:`check_patches` first (stops with its message); ``limits[split]`` caps a split
-    (class-balanced draw with ``seed``); only the used patches are decoded.
+    (class-balanced draw with ``seed``); only the patches of ``splits`` that are used are decoded.
     """
     report, listing = check_patches(path, decode=False, mpp=mpp, patch_um=patch_um,
                                     split_fractions=split_fractions, split_seed=split_seed)
     report.raise_or_warn()
     common = Counter(listing.sizes).most_common(1)[0][0]
     side = min(common)
-    if listing.mpp:
+    if listing.mpp and patch_um:   # patch_um None: the patches whole
         side = min(side, window_px(patch_um, listing.mpp))
     spec = PREFIX + str(listing.folder)
     out = {}
-    for split in SPLITS:
-        idx = listing.index(split)
+    for split in splits:
+        idx = listing.index(SPLIT_ALIASES.get(split, split))
         labels = np.asarray(listing.labels, np.int64)[idx]
         idx = idx[balanced_subset(labels, (limits or {}).get(split), seed)]
         images = np.zeros((len(idx), side, side, 3), np.uint8)
@@ -307,7 +307,7 @@ def load_patch_folder(path, *, mpp: float | None = None, patch_um: float = 50.0,
                  "mpp": listing.mpp, "window_px": side,
                  "notes": list(listing.notes), "warnings": [str(p) for p in report.warnings]}
     if listing.mpp:   # the patches' physical side is known only with mpp
-        described["window_um"] = patch_um
+        described["window_um"] = patch_um or side * listing.mpp
     else:
         described["notes"].append("mpp unknown (no mpp= and no dataset.json): patches used whole, their side in "
                                   "microns unstated")

@@ -11,21 +11,32 @@ from __future__ import annotations
 from histolean.data import registry, status
 from histolean.data.til_task import _FOLDERS as TIL_TASK_FOLDERS   # the TIL task's dataset -> folder
 
-# benchmark -> the dataset folders it reads; til_nar_resrep reads the one its `dataset` parameter names
+# benchmark -> the dataset folders it reads; til_nar_resrep reads the one its `dataset` parameter names, the
+# benchmarks in SLOTS those their parameters name
 READS = {
     "data_tour": ("pcam", "idc", "crchistophenotypes", "til", "monuseg", "tnbc", "wsi"),
     "nar_cost": (),
-    "resrep": ("pcam",),
     "streaming_sgd": ("pcam",),
-    "monuseg_pruning": ("monuseg", "tnbc"),
     "til_maps": ("wsi",),
-    "pcam_idc_zoo": ("pcam", "idc"),
 }
 
 
+# benchmark -> {parameter: the dataset it names by default}: a slot given a user's "folder:PATH" reads that instead
+SLOTS = {"resrep": {"dataset": "pcam"}, "monuseg_pruning": {"train_data": "monuseg", "shift_data": "tnbc"},
+         "pcam_idc_zoo": {"pcam_data": "pcam", "idc_data": "idc"}}
+
+
+def _user_folder(value) -> bool:
+    return str(value).startswith("folder:")
+
+
 def reads(benchmark: str, parameters: dict) -> tuple[str, ...]:
+    """The shared dataset folders a benchmark reads with these parameters (a user's folder is not one)."""
     if benchmark == "til_nar_resrep":
-        return (TIL_TASK_FOLDERS.get(parameters.get("dataset", "crc_windows"), "crchistophenotypes"),)
+        dataset = parameters.get("dataset", "crc_windows")
+        return () if _user_folder(dataset) else (TIL_TASK_FOLDERS.get(dataset, "crchistophenotypes"),)
+    if benchmark in SLOTS:
+        return tuple(default for key, default in SLOTS[benchmark].items() if not _user_folder(parameters.get(key)))
     return READS.get(benchmark, ())
 
 

@@ -150,6 +150,12 @@ class Recorder:
             atomic.write_text(self.results_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows))
 
 
+def row_slot(row: dict) -> str:
+    """The dataset slot a row fills (an experiment's ``pcam`` / ``idc`` or ``monuseg`` / ``tnbc``): its ``slot``
+    field where a user's folder took the slot (then ``dataset`` is ``folder:PATH``), else its ``dataset``."""
+    return row.get("slot") or row["dataset"]
+
+
 def read_rows(output_dir: str | os.PathLike, benchmark: str | None = None) -> list[dict]:
     """All rows under ``output_dir/results`` (or one benchmark's), in file order.
 

@@ -87,8 +87,9 @@ def declared_parameters(notebook: Path) -> tuple[dict, dict]:
         comment = lines[node.end_lineno - 1].partition("#")[2]
         if "|" in comment:
             # '"nar": Adam ... | "resrep": SGD' -> nar, resrep: the first word of each alternative
-            words = [re.sub(r"[\"':]", "", part.split()[0]) for part in comment.split("|") if part.split()]
-            if all(re.fullmatch(r"\w+", w) for w in words):
+            # ('"folder:PATH"' -> folder:PATH: any text that starts with "folder:")
+            words = [re.sub(r"[\"']", "", part.split()[0]).rstrip(":") for part in comment.split("|") if part.split()]
+            if all(re.fullmatch(r"\w+(:PATH)?", w) for w in words):
                 choices[name] = words
     return defaults, choices
 
@@ -234,6 +235,12 @@ def _backend_problems(params: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _is_choice(value: str, choices: list[str]) -> bool:
+    """``value`` is one of ``choices``; a choice ``prefix:PATH`` takes any ``prefix:<path>``."""
+    return any(value == c or (c.endswith(":PATH") and value.startswith(c[:-4]) and len(value) > len(c) - 4)
+               for c in choices)
+
+
 def benchmark_problems(benchmark: str, params: dict, notebook: Path) -> list[tuple[str, str]]:
     """(key, problem) for every bad value of one benchmark's profile entry."""
     defaults, choices = declared_parameters(notebook)
@@ -255,7 +262,7 @@ def benchmark_problems(benchmark: str, params: dict, notebook: Path) -> list[tup
         if key in choices and value is not None:
             values = value if isinstance(value, list) else [value]
             out += [(key, f"{v!r} is not one of {', '.join(choices[key])}") for v in values
-                    if str(v) not in choices[key]]
+                    if not _is_choice(str(v), choices[key])]
         out += _number_problems(key, value)
     out += _model_problems(benchmark, params) + _input_problems(benchmark, params) + _backend_problems(params)
     return out

@@ -17,6 +17,7 @@ import numpy as np
 from histolean.study import published
 from histolean.study.claims import (FAILS, HOLDS, NOT_RESOLVED, NOT_TESTABLE, Claim, directional, directional_rule,
                                     within)
+from histolean.study.records import row_slot
 
 from . import paired
 from .run import CONTROL, COST_METHOD, DATASETS, DENSE_KERNELS, METHOD, TABLE1_METHOD, UNPRUNED
@@ -57,7 +58,13 @@ class _Scores:
 
     def __init__(self, rows: list[dict]):
         self.rows = [r for r in rows if r.get("kind", "variant") == "variant" and r.get("method") == METHOD]
-        self.by_key = {(r["dataset"], r["setting"]["scheme"], r["setting"]["cr"]): r for r in self.rows}
+        self.by_key = {(row_slot(r), r["setting"]["scheme"], r["setting"]["cr"]): r for r in self.rows}
+        self.names = {row_slot(r): r["dataset"] for r in self.rows}   # slot -> what filled it (a user's folder)
+
+    def label(self, dataset: str) -> str:
+        """The slot's label in a claim: the paper's set, or the user's folder that took its place."""
+        name = self.names.get(dataset, dataset)
+        return LABELS[dataset] if name == dataset else f"{name} (in the {LABELS[dataset]} slot)"
 
     def row(self, dataset: str, scheme: str, cr: int) -> dict | None:
         return self.by_key.get((dataset, scheme, cr))
@@ -87,7 +94,7 @@ class _Scores:
         if r is None:
             return "no scored rows"
         sc = r.get("scale", {})
-        kinds = ", ".join(f"{LABELS[d].split()[0]} {self.by_key[(d, UNPRUNED, 1)]['data_kind']}"
+        kinds = ", ".join(f"{self.label(d)} {self.by_key[(d, UNPRUNED, 1)]['data_kind']}"
                           for d in self.datasets() if (d, UNPRUNED, 1) in self.by_key)
         loss = ""
         if r.get("training"):
@@ -132,7 +139,7 @@ def _layerwise_small(s: _Scores, dataset: str) -> Claim:
         verdict, interval = _all_of(verdicts), (d["ci_lo"], d["ci_hi"])
         ours = f"layer-wise minus network-wide at CR {cr}: " + "; ".join(texts) + f" ({d['n']} images)"
     return Claim(paper=f"{PAPER}, {FIGURE[dataset]}",
-                 claim=f"{LABELS[dataset]}: layer-wise pruning is better than network-wide at small CRs",
+                 claim=f"{s.label(dataset)}: layer-wise pruning is better than network-wide at small CRs",
                  paper_value="layer-wise better at small CRs for all measures (curves, no printed values)",
                  ours=ours, rule=rule, verdict=verdict, scale=s.scale(), interval=interval,
                  note=s.caveat() if dataset == s.datasets()[0] else "")   # the caveat once, on the table's first claim
@@ -160,7 +167,7 @@ def _networkwide_large(s: _Scores, dataset: str) -> Claim:
                 f"with tiny layers). At x{base['scale']['width']:g} the smallest pruned layer keeps one weight at "
                 f"CR {base['layerwise_max_cr_head_dense']}: a collapse near that CR is a narrowing artefact.")
     return Claim(paper=f"{PAPER}, {FIGURE[dataset]} and Section 3",
-                 claim=f"{LABELS[dataset]}: network-wide pruning is better than layer-wise at large CRs (> 2^5)",
+                 claim=f"{s.label(dataset)}: network-wide pruning is better than layer-wise at large CRs (> 2^5)",
                  paper_value="network-wide superior for large CRs; layer-wise CR > 2^5 harms (curves, no values)",
                  ours=ours, rule=rule, verdict=verdict, scale=s.scale(), interval=interval, note=note)
 
@@ -200,7 +207,7 @@ def _dice_robust(s: _Scores, dataset: str, paper_row: dict) -> Claim:
                 + f"; absolute reading (0.02): {readings['absolute']}; CRs reached: up to {max(s.crs(scheme))}")
     note = "" if dataset == "monuseg" else "The paper states this for MoNuSeg (Fig. 2); TNBC is checked the same way."
     return Claim(paper=f"{PAPER}, Section 3 ({FIGURE[dataset]})",
-                 claim=f"{LABELS[dataset]}: {scheme} pruning to CR {paper_cr} loses at most 2% Dice",
+                 claim=f"{s.label(dataset)}: {scheme} pruning to CR {paper_cr} loses at most 2% Dice",
                  paper_value=(f"'only 2% reduction in Dice' up to CR {paper_cr} ({1 - 1 / paper_cr:.1%} of weights "
                               "pruned)"),
                  ours=ours, rule=rule, verdict=verdict, scale=s.scale(), interval=interval, note=note)
@@ -233,7 +240,7 @@ def _small_loss(s: _Scores, dataset: str, paper_row: dict) -> Claim:
     if parts:
         ours += f"; overall, absolute reading (0.02): {decide(readings['absolute'])}"
     return Claim(paper=f"{PAPER}, Sections 1 and 4 ({FIGURE[dataset]})",
-                 claim=(f"{LABELS[dataset]}: {fraction:.0%} of the weights can be pruned with under 2% AJI and PQ "
+                 claim=(f"{s.label(dataset)}: {fraction:.0%} of the weights can be pruned with under 2% AJI and PQ "
                         "lost"),
                  paper_value=f"{fraction:.0%} of the weights pruned, < 2% drop (layer-wise, at a certain CR)",
                  ours=ours,

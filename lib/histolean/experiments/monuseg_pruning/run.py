@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Mapping
 
@@ -78,6 +79,9 @@ class Config:
     output_dir: str
     data_root: str
     seed: int
+    train_data: str
+    shift_data: str
+    mpp: float | None
     width: float
     encoder_weights: str
     n_train: int
@@ -139,8 +143,13 @@ class Images:
     """The training images and the scored sets (centre crops), each with its data kind."""
 
     train: list
-    scored: dict      # dataset -> samples
-    kinds: dict       # "train" and each dataset -> "real" | "synthetic"
+    scored: dict      # slot ("monuseg": the training set's test images, "tnbc": the shift set) -> samples
+    kinds: dict       # "train" and each slot -> "real" | "synthetic" | "user"
+    names: dict = field(default_factory=dict)   # slot -> the dataset in it when not the slot's own (a folder)
+
+    def name(self, slot: str) -> str:
+        """What a row records as its ``dataset``: the slot's own name or the user's ``folder:PATH``."""
+        return self.names.get(slot, slot)
 
     @property
     def examples(self) -> tuple[str, ...]:
@@ -149,13 +158,15 @@ class Images:
 
     def data_kind(self, dataset: str) -> str:
         """A row's data kind: synthetic whenever the training images were."""
-        return self.kinds[dataset] if self.kinds["train"] == "real" else "synthetic"
+        return "synthetic" if self.kinds["train"] == "synthetic" else self.kinds[dataset]
 
     def describe(self) -> str:
         test, tnbc = self.scored["monuseg"], self.scored["tnbc"]
-        return (f"train: {len(self.train)} MoNuSeg images ({self.kinds['train']}), "
-                f"{sum(s.n_instances for s in self.train)} nuclei; test: {len(test)} MoNuSeg "
-                f"({self.kinds['monuseg']}), {len(tnbc)} TNBC ({self.kinds['tnbc']}) crops of "
+        train_name = "MoNuSeg" if self.name("monuseg") == "monuseg" else self.name("monuseg")
+        shift_name = "TNBC" if self.name("tnbc") == "tnbc" else self.name("tnbc")
+        return (f"train: {len(self.train)} {train_name} images ({self.kinds['train']}), "
+                f"{sum(s.n_instances for s in self.train)} nuclei; test: {len(test)} {train_name} "
+                f"({self.kinds['monuseg']}), {len(tnbc)} {shift_name} ({self.kinds['tnbc']}) crops of "
                 f"{test[0].image.shape[:2]} px")
 
 
@@ -187,17 +198,53 @@ def check_scored(samples: list, dataset: str) -> list:
     return samples
 
 
+def _user_train_test(config: Config) -> tuple[list, list]:
+    """A user's training folder (``train_data = "folder:PATH"``): its ``train/`` and ``test/`` split folders,
+    or, without split folders, its images split by a seeded draw (``n_test`` scored, the rest trained on)."""
+    report, listing = data.check_nuclei(config.train_data, decode=False, mpp=config.mpp)
+    report.raise_or_warn()
+    splits = {p.split for p in listing.pairs}
+    load = partial(data.load_nuclei_folder, config.train_data, seed=config.seed, mpp=config.mpp)
+    if {"train", "test"} <= splits:
+        return load("train", limit=config.n_train), load("test", limit=config.n_test)
+    if splits != {"all"}:
+        raise data.DataError(f"{listing.folder}: split folders {sorted(splits)}; the nuclei notebook needs train/ "
+                             "and test/, or no split folders (then n_test images are drawn for scoring)")
+    samples = load("all")
+    if len(samples) <= config.n_test:
+        raise data.DataError(f"{listing.folder}: {len(samples)} images, but n_test = {config.n_test} are scored and "
+                             "at least one must remain to train on: add images or lower n_test")
+    order = np.random.default_rng(config.seed).permutation(len(samples))
+    test = [samples[i] for i in sorted(order[:config.n_test])]
+    return [samples[i] for i in sorted(order[config.n_test:])][:config.n_train], test
+
+
 def load_data(config: Config) -> Images:
-    """MoNuSeg training images; MoNuSeg test and TNBC images cut to their centre ``eval_crop`` px. Without a
-    data folder the loader says which folder it looked for and generated tiles stand in."""
-    train_set, kind_train = _load_or_generate("monuseg", lambda **kw: data.load_monuseg("train", **kw), config,
-                                              config.n_train, 0)
-    test_set, kind_test = _load_or_generate("monuseg", lambda **kw: data.load_monuseg("test", **kw), config,
-                                            config.n_test, 1)
-    tnbc_set, kind_tnbc = _load_or_generate("tnbc", data.load_tnbc, config, config.n_tnbc, 2)
+    """The training images and the two scored sets, cut to their centre ``eval_crop`` px: MoNuSeg train and
+    test, TNBC as the shift set; either slot takes a user's ``folder:PATH`` (``train_data``, ``shift_data``;
+    data kind ``user``, checked first by :func:`histolean.data.check_nuclei`). Without a data folder the loader
+    says which folder it looked for and generated tiles stand in."""
+    if config.train_data.startswith(data.FOLDER_PREFIX):
+        (train_set, test_set), kind_train, kind_test = _user_train_test(config), "user", "user"
+    elif config.train_data == "monuseg":
+        train_set, kind_train = _load_or_generate("monuseg", lambda **kw: data.load_monuseg("train", **kw), config,
+                                                  config.n_train, 0)
+        test_set, kind_test = _load_or_generate("monuseg", lambda **kw: data.load_monuseg("test", **kw), config,
+                                                config.n_test, 1)
+    else:
+        raise ValueError(f"{BENCHMARK}: train_data {config.train_data!r}: use 'monuseg' or 'folder:PATH'")
+    if config.shift_data.startswith(data.FOLDER_PREFIX):
+        tnbc_set, kind_tnbc = data.load_nuclei_folder(config.shift_data, limit=config.n_tnbc, seed=config.seed,
+                                                      mpp=config.mpp), "user"
+    elif config.shift_data == "tnbc":
+        tnbc_set, kind_tnbc = _load_or_generate("tnbc", data.load_tnbc, config, config.n_tnbc, 2)
+    else:
+        raise ValueError(f"{BENCHMARK}: shift_data {config.shift_data!r}: use 'tnbc' or 'folder:PATH'")
     scored = {"monuseg": check_scored([center_crop(s, config.eval_crop) for s in test_set], "monuseg test"),
               "tnbc": check_scored([center_crop(s, config.eval_crop) for s in tnbc_set], "tnbc")}
-    return Images(train_set, scored, {"train": kind_train, "monuseg": kind_test, "tnbc": kind_tnbc})
+    names = {slot: name for slot, name in (("monuseg", config.train_data), ("tnbc", config.shift_data))
+             if name != slot}
+    return Images(train_set, scored, {"train": kind_train, "monuseg": kind_test, "tnbc": kind_tnbc}, names)
 
 
 def resume_key(config: Config, images: Images) -> str:
@@ -313,7 +360,8 @@ class PruningRun:
         for dataset in self.images.scored:
             scores = result["evaluation"][dataset]
             self.per_image.extend({**r, "scheme": scheme, "cr": cr} for r in scores)
-            self.rec.add(dataset=dataset, data_kind=self.images.data_kind(dataset), model=self.model_name,
+            self.rec.add(dataset=self.images.name(dataset), slot=dataset, data_kind=self.images.data_kind(dataset),
+                         model=self.model_name,
                          method=METHOD, setting={"scheme": scheme, "cr": cr}, metrics=summarise(scores),
                          n_images=len(scores), scale=c.scale, params=self.params, sparsity=sparsity,
                          theoretical_speedup=speedup, speedup_weights=weights, epochs_trained=epochs,

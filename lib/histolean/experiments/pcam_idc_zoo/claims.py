@@ -18,6 +18,7 @@ from histolean.experiments.pcam_idc_zoo.statistics import auc_by_model, paired_a
 from histolean.study import published
 from histolean.study.claims import (FAILS, HOLDS, NOT_RESOLVED, NOT_TESTABLE, Claim, directional,
                                     directional_rule, within)
+from histolean.study.records import row_slot
 
 DATASETS = ("pcam", "idc")
 TABLE = {"pcam": "Table 3", "idc": "Table 4"}
@@ -64,29 +65,31 @@ def paper_claims(rows: list[dict], paper: dict[str, list[dict]] | None = None) -
 
 def _learned(rows: list[dict], ds: str, method: str) -> dict[str, dict]:
     """``model -> row`` of the variants of ``ds``/``method`` that trained and beat chance on validation."""
-    return {r["model"]: r for r in rows if r["dataset"] == ds and r["method"] == method and r.get("status") == "ok"
+    return {r["model"]: r for r in rows if row_slot(r) == ds and r["method"] == method and r.get("status") == "ok"
             and r.get("test_probs")}
 
 
 def _not_learned(rows: list[dict], ds: str, method: str) -> list[str]:
-    return [r["model"] for r in rows if r["dataset"] == ds and r["method"] == method
+    return [r["model"] for r in rows if row_slot(r) == ds and r["method"] == method
             and r.get("status") == "did_not_learn"]
 
 
 def _scale(rows: list[dict], ds: str) -> str:
-    r = next((r for r in rows if r["dataset"] == ds and r.get("scale")), None)
+    r = next((r for r in rows if row_slot(r) == ds and r.get("scale")), None)
     if r is None:
         return f"no {ds.upper()} rows at this scale"
     s = r["scale"]
-    unit = {"idc": "patients", "pcam": "patches (our PCam copy has no slide ids)"}[ds]
-    return (f"{ds.upper()} ({r['data_kind']}): {s['n_train']} train / {s['n_valid']} valid / {s['n_test']} test "
+    unit = ("the folder's groups" if r["data_kind"] == "user"
+            else {"idc": "patients", "pcam": "patches (our PCam copy has no slide ids)"}[ds])
+    name = ds.upper() if r["dataset"] == ds else f"{ds.upper()} slot: {r['dataset']}"
+    return (f"{name} ({r['data_kind']}): {s['n_train']} train / {s['n_valid']} valid / {s['n_test']} test "
             f"patches at {s['base_input']} px, {s['epochs']} epoch(s) (paper {s.get('paper_epochs', 15)}), "
             f"{s.get('runs', 1)} run; intervals resample {unit}")
 
 
 def _why_none(rows: list[dict], ds: str, method: str) -> str:
     """Why ``ds``/``method`` has no usable model: skipped (with the first reason), did not learn, or not run."""
-    skipped = [r for r in rows if r["dataset"] == ds and r["method"] == method and r.get("status") == "skipped"]
+    skipped = [r for r in rows if row_slot(r) == ds and r["method"] == method and r.get("status") == "skipped"]
     failed = _not_learned(rows, ds, method)
     parts = []
     if skipped:
@@ -189,7 +192,7 @@ def _tables_support_always_worse(theirs, ds) -> Claim:
 def _welch_ours(rows, paper, ds) -> Claim:
     """The paper's test (unpaired Welch over models) on our ImageNet-transfer and full-training rows."""
     printed = {r["dataset"]: r for r in paper["text_welch"]}[ds]
-    points = [{"dataset": r["dataset"], "method": r["method"], "auc": r["metrics"]["auc"]}
+    points = [{"dataset": ds, "method": r["method"], "auc": r["metrics"]["auc"]}
               for m in ("full", "transfer") for r in _learned(rows, ds, m).values()]
     t = transfer_vs_full(points, ds, "transfer")
     if t is None:
@@ -257,7 +260,7 @@ def _vgg19_best(rows, theirs, ds) -> Claim:
 
 
 def _skipped_model(rows, ds, method, model) -> str:
-    r = next((r for r in rows if (r["dataset"], r["method"], r["model"]) == (ds, method, model)), None)
+    r = next((r for r in rows if (row_slot(r), r["method"], r["model"]) == (ds, method, model)), None)
     if r is None:
         return f"{model} not {'trained' if method != 'transfer' else 'run'} on {ds.upper()} in this profile"
     return f"{model} skipped: {r.get('skip_reason', r.get('status'))}"
@@ -294,7 +297,7 @@ def _tuning_helps(rows, paper) -> list[Claim]:
                             else f"{r['paper']} tuned {r['auc']:.2f}" for r in paper["text_tuned_pcam"])
     rule = directional_rule("higher", "paired bootstrap AUC difference (tuned - untuned) on the same PCam test "
                             "patches") + "; not testable if either model did not learn"
-    tuned_rows = [r for r in rows if r["dataset"] == "pcam" and r["method"] == "tuned"]
+    tuned_rows = [r for r in rows if row_slot(r) == "pcam" and r["method"] == "tuned"]
     if not tuned_rows:
         return [Claim(PAPER + ", Results (tuning)", "PCam: Hyperband tuning improves test AUC", paper_value,
                       "no model tuned in this profile", rule, NOT_TESTABLE, _scale(rows, "pcam"))]
@@ -331,7 +334,7 @@ def _epoch_time_ratio(rows, model, paper) -> Claim:
     lo, hi = min(ratios), max(ratios)
     name = {"b6": "B6", "inception_v3": "Inception V3 (full training)"}[model]
     # a model's epoch time is a fact whether or not it learned
-    tpe = {r["model"]: r["time_per_epoch_s"] for r in rows if r["dataset"] == "pcam" and r["method"] == "full"
+    tpe = {r["model"]: r["time_per_epoch_s"] for r in rows if row_slot(r) == "pcam" and r["method"] == "full"
            and r.get("status") in ("ok", "did_not_learn") and r.get("time_per_epoch_s")}
     if model not in tpe or "b2" not in tpe:
         verdict, text = NOT_TESTABLE, f"{model} and b2 not both fully trained on PCam in this profile"

@@ -27,8 +27,16 @@ WEIGHTS_FILE = "best.weights.h5"
 PCAM_TRAIN_FULL = 262_144   # patches in PCam's training split: our epoch time extrapolated to the paper's epoch
 NOT_RUN = (arch.InputTooSmall, WeightsUnavailable, WeightsError)   # a variant recorded as skipped, with the reason
 DID_NOT_LEARN = "did_not_learn"   # status of a trained model whose validation AUC does not beat chance
-# what the bootstrap resamples: IDC's patient ids are in its file names; our PCam copy has no slide ids
+# what the bootstrap resamples: IDC's patient ids are in its file names; our PCam copy has no slide ids;
+# a user's folder in either slot: its groups (CSV column, else one group per patch)
 RESAMPLING_UNIT = {"idc": "patient", "pcam": "patch"}
+USER_UNIT = "group"
+
+
+def data_kind_of(splits: dict) -> str:
+    """One kind for a dataset slot: real or user when every split is, else synthetic."""
+    kinds = {s.data_kind for s in splits.values()}
+    return kinds.pop() if len(kinds) == 1 and kinds <= {"real", "user"} else "synthetic"
 # The protocol and where each setting comes from: the paper's text, or our choice where the text is silent.
 PROTOCOL = {
     "optimizer": ("Adam", "paper text (the tuned hyperparameter is 'Adam learning rate')"),
@@ -111,20 +119,22 @@ class ZooRunner:
     """The notebook's protocol, stated once: trains variants with :func:`run_variant` into
     ``models_dir/<dataset>/<method>/<model>`` and records one row per variant in ``rec``.
 
-    ``sets``: ``{dataset: {"train" | "valid" | "test": PatchSet}}``. ``kinds`` and ``scales`` (per dataset)
-    are what every row of that dataset carries. ``results``: ``(dataset, method, model) -> result``.
+    ``sets``: ``{slot: {"train" | "valid" | "test": PatchSet}}``, the slots ``pcam`` and ``idc``; ``names``:
+    the dataset each slot holds when it is not the slot's own (a user's ``folder:PATH``): rows record it as
+    ``dataset`` and the slot as ``slot``. ``kinds`` and ``scales`` (per slot) are what every row of that slot
+    carries. ``results``: ``(slot, method, model) -> result``.
     """
 
     def __init__(self, rec, sets: dict, models_dir, *, epochs: int, batch_size: int, lr: float, seed: int = 0,
                  bn_momentum: float | None = None, recalibrate_bn: bool = False, threads: dict | None = None,
-                 model_lr: dict | None = None):
+                 model_lr: dict | None = None, names: dict | None = None):
         self.rec, self.sets, self.models_dir = rec, sets, Path(models_dir)
+        self.names = {ds: (names or {}).get(ds, ds) for ds in sets}
         # per-model Adam rates where the protocol's collapses a model in a short run (our choice, in each row)
         self.model_lr = {model_entry(k).name: float(v) for k, v in (model_lr or {}).items()}
         self.epochs, self.batch_size, self.lr, self.seed = int(epochs), int(batch_size), float(lr), int(seed)
         self.bn_momentum, self.recalibrate_bn, self.threads = bn_momentum, bool(recalibrate_bn), threads
-        self.kinds = {ds: "real" if all(s.data_kind == "real" for s in splits.values()) else "synthetic"
-                      for ds, splits in sets.items()}
+        self.kinds = {ds: data_kind_of(splits) for ds, splits in sets.items()}
         self.scales = {ds: {"base_input": int(splits["train"].images.shape[1]), "epochs": self.epochs,
                             "paper_epochs": 15, "runs": 1,
                             **{f"n_{split}": len(s.labels) for split, s in splits.items()}}
@@ -142,14 +152,19 @@ class ZooRunner:
         elif entry.name in self.model_lr:
             protocol["lr"]["source"] = (f"our choice for {entry.name} (model_lr): at the protocol's {self.lr:g} it "
                                         "collapsed to one constant output within a short run")
-        return {"dataset": ds, "data_kind": self.kinds[ds], "model": entry.name, "method": method,
-                "paper_name": entry.paper_name, "scale": self.scales[ds], "setting": {**setting, "protocol": protocol}}
+        return {"dataset": self.names[ds], "slot": ds, "data_kind": self.kinds[ds], "model": entry.name,
+                "method": method, "paper_name": entry.paper_name, "scale": self.scales[ds],
+                "setting": {**setting, "protocol": protocol}}
+
+    def unit(self, ds: str) -> str:
+        """What the bootstrap of slot ``ds`` resamples: the slot's own unit, a user folder's groups."""
+        return USER_UNIT if self.kinds[ds] == "user" else RESAMPLING_UNIT[ds]
 
     def learning_check(self, ds: str, valid_probs) -> dict:
         """Did the model learn? Its validation AUC (the selected epoch) with a bootstrap interval over
         patients (IDC) or patches (PCam); ``learned`` when the interval lies above 0.5 (chance)."""
         valid = self.sets[ds]["valid"]
-        groups = valid.groups if RESAMPLING_UNIT[ds] == "patient" else None
+        groups = valid.groups if self.unit(ds) != "patch" else None
         ci = metrics.auc_with_ci(valid.labels, valid_probs, seed=self.seed, groups=groups)
         return {"valid_auc": ci["auc"], "valid_auc_ci": [ci["auc_ci_lo"], ci["auc_ci_hi"]],
                 "learned": bool(ci["auc_ci_lo"] > 0.5)}
@@ -157,9 +172,9 @@ class ZooRunner:
     def test_set(self, ds: str) -> dict:
         """What a paired comparison needs of the test patches besides the probabilities (same for every row)."""
         test = self.sets[ds]["test"]
-        unit = RESAMPLING_UNIT[ds]
+        unit = self.unit(ds)
         return {"test_labels": [int(v) for v in test.labels],
-                "test_groups": [str(g) for g in test.groups] if unit == "patient" else None,
+                "test_groups": [str(g) for g in test.groups] if unit != "patch" else None,
                 "resampling_unit": unit}
 
     def skip(self, ds: str, name: str, method: str, reason, **setting) -> dict:
@@ -176,7 +191,8 @@ class ZooRunner:
         common = self._common(ds, name, method, setting)
         self.results[(ds, method, common["model"])] = result
         a, m = result["architecture"], result["metrics"]
-        extra = {"full_epoch_s_extrapolated": PCAM_TRAIN_FULL / result["train_patches_per_s"]} if ds == "pcam" else {}
+        paper_pcam = (ds, self.kinds[ds]) == ("pcam", "real")   # our epoch time scaled to the paper's PCam epoch
+        extra = {"full_epoch_s_extrapolated": PCAM_TRAIN_FULL / result["train_patches_per_s"]} if paper_pcam else {}
         check = self.learning_check(ds, result["valid_probs"])
         status = "ok" if check["learned"] else DID_NOT_LEARN
         lo, hi = check["valid_auc_ci"]
