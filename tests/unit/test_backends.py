@@ -264,3 +264,23 @@ def test_a_model_freed_on_another_thread_leaves_this_threads_signal_stack_mapped
     stack = StackT()
     assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
     assert stack.ss_flags & 2 or mapped(stack.ss_sp)   # SS_DISABLE, or a stack that still exists
+
+
+def test_a_global_pool_network_is_exported_once_for_every_input_size(net, patches, tmp_path):
+    from torch import nn
+
+    from histolean.core import export
+
+    assert export.takes_any_size(net, 32)
+    big = backends.make_predictor(net, "onnxruntime", export_dir=tmp_path, input_size=32)
+    small = backends.make_predictor(net, "openvino:fp32", export_dir=tmp_path, input_size=24, batch_size=4)
+    assert small.export_path == big.export_path and len(list(tmp_path.glob("*.onnx"))) == 1
+    for size, predict in ((32, big), (24, small)):   # each runtime at its own size gives torch's logits
+        batch = patches[:4, :size, :size]
+        expected = backends.make_predictor(net, "torch", input_size=size)(batch)
+        np.testing.assert_allclose(predict(batch), expected, atol=FP32_LIMIT)
+    # a head bound to one size (flatten + linear) is exported for that size only
+    fixed = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Flatten(), nn.Linear(4 * 15 * 15, 2)).eval()
+    assert not export.takes_any_size(fixed, 32)
+    path = export.cached_onnx(fixed, 32, tmp_path)
+    assert path != big.export_path and export.network_fingerprint(fixed, 32) in path.name

@@ -1,17 +1,19 @@
-"""nar_cost's speed on the deployment backend beside eager float32: structure only (timings vary)."""
+"""Speed on a deployment backend beside eager float32 (core.backends.time_on_backends, used by nar_cost and
+til_nar_resrep): structure only (timings vary)."""
 
 from __future__ import annotations
 
 import pytest
 
 from histolean import arch, models
+from histolean.core import backends
 from histolean.experiments import nar_cost
 
 
 @pytest.mark.parametrize("label", ["onnxruntime", "torch"])
 def test_every_network_is_timed_on_the_backend_and_in_eager_fp32_in_one_run(label):
     net = models.build(arch.tiny(num_classes=2, input_size=32), seed=0).eval()
-    out = nar_cost.time_on_backends({"original": (net, 32), "ir k=1": (net, 24)}, label, batch_size=2, repeats=2)
+    out = backends.time_on_backends({"original": (net, 32), "ir k=1": (net, 24)}, label, batch_size=2, repeats=2)
     assert set(out) == {"original", "ir k=1"}
     for t in out.values():
         assert t["per_s_min"] <= t["per_s"] <= t["per_s_max"] and t["per_s_eager_fp32"] > 0

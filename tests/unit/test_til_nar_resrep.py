@@ -157,3 +157,22 @@ def test_resrep_flops_targets_follow_the_papers_table_3():
         til_nar_resrep.ResRepConfig(flops_target=1.5)
     with pytest.raises(ValueError, match="conversion must be"):
         til_nar_resrep.ResRepConfig(conversion="mask")
+
+
+def test_every_variant_is_timed_on_the_deployment_backend_beside_eager_fp32(tmp_path):
+    from histolean.experiments.til_nar_resrep import VariantResult, build_variants, deployed_speed
+
+    variants = build_variants({"tiny": {"base_input": 32, "ir": [1]}})
+    group = {v.id: VariantResult(v, net=models.build(v.spec, seed=0).eval()) for v in variants}
+    original = next(v.id for v in variants if v.method == "original")
+    windows = np.random.default_rng(0).integers(0, 256, (8, 30, 30, 3), dtype=np.uint8)
+    speed = deployed_speed(group, original, windows, backend="onnxruntime", batch_size=2, repeats=2,
+                           cache_dir=tmp_path)
+    assert set(speed) == set(group)
+    for row in speed.values():
+        assert row["backend"] == "onnxruntime" and row["precision"] == "fp32" and "BatchNorm fused" in row["speed_form"]
+        assert row["backend_chosen_by"] == "override" and row["backend_check"]["passed"]
+        assert row["speedup_min"] <= row["speedup"] <= row["speedup_max"] and row["latency_ms"] > 0
+        assert row["throughput_per_s_eager_fp32"] > 0 and row["speed_repeats"] == 2
+    assert speed[original]["speedup"] == speed[original]["speedup_eager_fp32"] == 1.0
+    assert "eager PyTorch" in til_nar_resrep.speed.speed_form("torch")

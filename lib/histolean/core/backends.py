@@ -30,6 +30,8 @@ import importlib.util
 import inspect
 import os
 import re
+import statistics
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -198,7 +200,8 @@ class Predictor:
             return self._net(t).float().cpu().numpy()
 
     def _compile_openvino(self) -> None:
-        self._compiled = export.openvino_model(self.export_path, self.precision, self.threads, self.batch_size)
+        self._compiled = export.openvino_model(self.export_path, self.precision, self.threads, self.batch_size,
+                                               self.input_size)
 
     def __repr__(self) -> str:
         return f"Predictor({self.label}, threads={self.threads}, input_size={self.input_size})"
@@ -382,3 +385,57 @@ def _measure_choice(module, example_batch, labels, check_batch, check_labels, kw
             "chosen_by": "measurement", "per_s": {t: float(r["per_s"]) for t, r in timing.items()},
             "speedup": {t: float(r["speedup"]) for t, r in timing.items()}, "reference": ref,
             "checks": checks, "failed": failed, "machine": precisions.machine(kwargs.get("threads"))}
+
+
+# Speed on a deployment backend, beside eager float32 -----------------------------------------------
+
+def _recording(fn: Callable, log: list) -> Callable:
+    """``fn`` that appends the seconds of each of its calls to ``log``: per-round times for paired ratios."""
+    def call():
+        t0 = time.perf_counter()
+        fn()
+        log.append(time.perf_counter() - t0)
+    return call
+
+
+def time_on_backends(networks: dict, label: str, *, batch_size: int, repeats: int, warmup: int = 1,
+                     threads: int | None = None, export_dir=None, seed: int = 0,
+                     reference: str = "original") -> dict[str, dict]:
+    """Every network of ``networks`` (variant name -> (module, input size)) on backend ``label`` and in
+    eager float32, all timed in ONE interleaved :func:`histolean.core.measure.compare_speed` run.
+
+    Per variant: ``per_s`` (with ``per_s_min``/``per_s_max`` over rounds) and ``per_s_eager_fp32``
+    (patches/s, median round), ``speedup`` on ``label``
+    and ``speedup_eager_fp32`` against ``reference`` on the same backend (the median over rounds of the
+    paired ratio reference time / variant time, with ``_min`` and ``_max``). Where ``label`` is eager
+    torch itself each network is timed once and both columns are the same numbers.
+    """
+    from histolean.core import measure
+
+    rng = np.random.default_rng(seed)
+    labels = [label] if label == REFERENCE else [label, REFERENCE]
+    calls, logs = {}, {}
+    for name, (module, size) in networks.items():
+        x = rng.standard_normal((batch_size, 3, int(size), int(size))).astype(np.float32)  # already normalised
+        for text in labels:
+            predict = make_predictor(module, text, threads=threads, input_size=int(size),
+                                              export_dir=export_dir, batch_size=batch_size)
+            log = logs[(name, text)] = []
+            calls[f"{name}@{text}"] = _recording(lambda p=predict, x=x: p(x), log)
+    timing = measure.compare_speed(calls, repeats=repeats, warmup=warmup, items_per_call=batch_size)
+
+    def paired(name: str, text: str) -> dict:
+        ref, own = logs[(reference, text)][warmup:], logs[(name, text)][warmup:]
+        ratios = [a / b for a, b in zip(ref, own)]
+        return {"speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios)}
+
+    out = {}
+    for name in networks:
+        on, eager = paired(name, label), paired(name, REFERENCE)
+        on_t, eager_t = timing[f"{name}@{label}"], timing[f"{name}@{REFERENCE}"]
+        out[name] = {"per_s": on_t["per_s"], "per_s_min": batch_size / on_t["max_s"],
+                     "per_s_max": batch_size / on_t["min_s"], "per_s_eager_fp32": eager_t["per_s"],
+                     **on, "speedup_eager_fp32": eager["speedup"], "speedup_eager_fp32_min": eager["speedup_min"],
+                     "speedup_eager_fp32_max": eager["speedup_max"],
+                     "batch_size": batch_size, "repeats": repeats, "warmup": warmup}
+    return out

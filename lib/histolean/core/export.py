@@ -38,8 +38,10 @@ OPSET = 17
 
 
 def to_onnx(net: nn.Module, input_size: int, path: str | os.PathLike, *, opset: int = OPSET,
-            atol: float = 1e-4, rtol: float = 1e-5) -> Path:
-    """Export ``net`` (eval mode, 3-channel ``input_size`` squares, any batch) to ``path``.
+            atol: float = 1e-4, rtol: float = 1e-5, any_size: bool = False) -> Path:
+    """Export ``net`` (eval mode, 3-channel ``input_size`` squares, any batch) to ``path``; with
+    ``any_size`` the height and width stay free too (a network with global pooling: one file serves it at
+    every input size, checked at ``input_size`` and at a second size).
 
     The TorchScript exporter is used: it handles these CNNs in about a second, where the
     torch.export one takes far longer. Outputs differing from torch by more than
@@ -49,21 +51,42 @@ def to_onnx(net: nn.Module, input_size: int, path: str | os.PathLike, *, opset: 
     """
     path = Path(path)
     net = net.eval()
-    probe = torch.randn(2, 3, int(input_size), int(input_size), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(2, 3, int(input_size), int(input_size), generator=generator)
+    axes = {0: "batch", 2: "height", 3: "width"} if any_size else {0: "batch"}
     with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notes
         torch.onnx.export(net, (probe,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          opset_version=opset, dynamo=False)
-        with torch.no_grad():
-            expected = net(probe).numpy()
-        got = onnx_session(tmp, threads=1).run(None, {INPUT_NAME: probe.numpy()})[0]
-        err = float(np.abs(got - expected).max())
-        limit = atol + rtol * float(np.abs(expected).max())
-        if not err <= limit:
-            raise ValueError(f"ONNX export to {path}: onnxruntime output differs from torch by {err:.2e} "
-                             f"(> {limit:.2g}); use the torch backend for this network")
+                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+        session = onnx_session(tmp, threads=1)
+        probes = [probe] + ([torch.randn(2, 3, int(input_size) + SECOND_SIZE, int(input_size) + SECOND_SIZE,
+                                         generator=generator)] if any_size else [])
+        for x in probes:
+            with torch.no_grad():
+                expected = net(x).numpy()
+            got = session.run(None, {INPUT_NAME: x.numpy()})[0]
+            err = float(np.abs(got - expected).max())
+            limit = atol + rtol * float(np.abs(expected).max())
+            if not err <= limit:
+                raise ValueError(f"ONNX export to {path}: onnxruntime output differs from torch by {err:.2e} "
+                                 f"(> {limit:.2g}) at {x.shape[-1]} px; use the torch backend for this network")
     return path
+
+
+SECOND_SIZE = 32   # px added to the input side for the check of a network exported for any size
+
+
+def takes_any_size(net: nn.Module, input_size: int) -> bool:
+    """Does ``net`` give outputs of the same shape at ``input_size`` and at a larger side (global pooling,
+    no size-bound layer)? Then one ONNX file serves it at every input size."""
+    sizes = (int(input_size), int(input_size) + SECOND_SIZE)
+    try:
+        with torch.no_grad():
+            shapes = {tuple(net.eval()(torch.zeros(1, 3, s, s)).shape) for s in sizes}
+    except (RuntimeError, ValueError):
+        return False
+    return len(shapes) == 1
 
 
 EXACT_DISABLED_OPTIMIZERS = ("ConstantFolding",)
@@ -93,10 +116,11 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None, exact: boo
         raise ValueError(f"ONNX model {path} cannot be loaded by onnxruntime ({err}); export it again") from None
 
 
-def network_fingerprint(net: nn.Module, input_size: int) -> str:
+def network_fingerprint(net: nn.Module, input_size: int | None) -> str:
     """A short hash of ``net``'s structure (its repr), every state tensor (name, dtype, shape, values)
-    and the input size: equal for the same trained network, different after any change."""
-    h = hashlib.sha256(f"{net!r}|{int(input_size)}|opset{OPSET}".encode())
+    and the input size (None: any size): equal for the same trained network, different after any change."""
+    size = "any" if input_size is None else int(input_size)
+    h = hashlib.sha256(f"{net!r}|{size}|opset{OPSET}".encode())
     for name, tensor in net.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
@@ -111,13 +135,20 @@ def default_export_dir() -> Path:
 
 def cached_onnx(net: nn.Module, input_size: int, cache_dir: str | os.PathLike | None = None) -> Path:
     """``net``'s ONNX file in ``cache_dir`` (default :func:`default_export_dir`), exported only when no
-    file with its fingerprint is there (written atomically: a killed export leaves none)."""
+    file with its fingerprint is there (written atomically: a killed export leaves none). A network that
+    takes any input size (:func:`takes_any_size`) is exported once for every size: input-reduced variants
+    of one network (the same weights at smaller inputs) share its file; the runtimes fix the size at load."""
     folder = Path(cache_dir) if cache_dir is not None else default_export_dir()
+    any_size = folder / f"net-{network_fingerprint(net, None)}.onnx"
+    if any_size.is_file():
+        return any_size
     path = folder / f"net-{network_fingerprint(net, input_size)}.onnx"
-    if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        to_onnx(net, input_size, path)
-    return path
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    if takes_any_size(net, input_size):
+        return to_onnx(net, input_size, any_size, any_size=True)
+    return to_onnx(net, input_size, path)
 
 
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
@@ -136,10 +167,11 @@ def _openvino_core():
 
 
 def openvino_model(path: str | os.PathLike, precision: str = "fp32", threads: int | None = None,
-                   batch_size: int | None = None):
+                   batch_size: int | None = None, input_size: int | None = None):
     """An OpenVINO CPU model compiled from an ONNX file, computing in ``precision`` ("fp32" or "bf16",
     OpenVINO's ``INFERENCE_PRECISION_HINT``) with ``threads`` threads (default: all cores), for
-    ``batch_size`` images a call (static shapes let OpenVINO plan its kernels once; None: any batch).
+    ``batch_size`` images a call of ``input_size`` squares (static shapes let OpenVINO plan its kernels
+    once; None: as the file has it).
 
     One stream, latency hint: a call uses all its threads on one batch, as the other backends do;
     threads are not pinned to cores, which on a shared machine would fight other processes."""
@@ -155,9 +187,12 @@ def openvino_model(path: str | os.PathLike, precision: str = "fp32", threads: in
     core = _openvino_core()
     try:
         model = core.read_model(str(path))
-        if batch_size:
+        if batch_size or input_size:
             shape = model.input(0).get_partial_shape()
-            shape[0] = int(batch_size)
+            if batch_size:
+                shape[0] = int(batch_size)
+            if input_size:
+                shape[2] = shape[3] = int(input_size)
             model.reshape(shape)
         return core.compile_model(model, "CPU", config)
     except Exception as err:  # OpenVINO raises its own exception types for a damaged file

@@ -12,11 +12,7 @@ the same in eager float32 torch, timed in the same interleaved run, and ``metric
 
 from __future__ import annotations
 
-import statistics
-import time
-from typing import Callable
 
-import numpy as np
 
 from histolean.study import published
 from histolean.study.claims import FAILS, HOLDS, NOT_RESOLVED, NOT_TESTABLE, Claim, within
@@ -30,60 +26,6 @@ THEORY_MARGIN = 0.07        # a NAR step's FLOP reduction against (alpha beta^2 
 INCEPTION_MARGIN = 0.10     # Inception V4: the paper's layout and depth rounding are not published
 PARAMS_MARGIN = 0.005       # ResNet50V2 parameters against Table 1 (Keras total, with BN statistics)
 EFFICIENCY_GOAL = 0.8       # issue 19: every variant's speed-up at least 0.8 x its FLOP reduction
-EAGER = "torch"             # the eager float32 label every variant is also timed on
-
-
-# Speed on the deployment backend, beside eager float32 ---------------------------------------------
-def _recording(fn: Callable, log: list) -> Callable:
-    """``fn`` that appends the seconds of each of its calls to ``log``: per-round times for paired ratios."""
-    def call():
-        t0 = time.perf_counter()
-        fn()
-        log.append(time.perf_counter() - t0)
-    return call
-
-
-def time_on_backends(networks: dict, label: str, *, batch_size: int, repeats: int, warmup: int = 1,
-                     threads: int | None = None, export_dir=None, seed: int = 0,
-                     reference: str = "original") -> dict[str, dict]:
-    """Every network of ``networks`` (variant name -> (module, input size)) on backend ``label`` and in
-    eager float32, all timed in ONE interleaved :func:`histolean.core.measure.compare_speed` run.
-
-    Per variant: ``per_s`` (with ``per_s_min``/``per_s_max`` over rounds) and ``per_s_eager_fp32``
-    (patches/s, median round), ``speedup`` on ``label``
-    and ``speedup_eager_fp32`` against ``reference`` on the same backend (the median over rounds of the
-    paired ratio reference time / variant time, with ``_min`` and ``_max``). Where ``label`` is eager
-    torch itself each network is timed once and both columns are the same numbers.
-    """
-    from histolean.core import backends, measure
-
-    rng = np.random.default_rng(seed)
-    labels = [label] if label == EAGER else [label, EAGER]
-    calls, logs = {}, {}
-    for name, (module, size) in networks.items():
-        x = rng.standard_normal((batch_size, 3, int(size), int(size))).astype(np.float32)  # already normalised
-        for text in labels:
-            predict = backends.make_predictor(module, text, threads=threads, input_size=int(size),
-                                              export_dir=export_dir, batch_size=batch_size)
-            log = logs[(name, text)] = []
-            calls[f"{name}@{text}"] = _recording(lambda p=predict, x=x: p(x), log)
-    timing = measure.compare_speed(calls, repeats=repeats, warmup=warmup, items_per_call=batch_size)
-
-    def paired(name: str, text: str) -> dict:
-        ref, own = logs[(reference, text)][warmup:], logs[(name, text)][warmup:]
-        ratios = [a / b for a, b in zip(ref, own)]
-        return {"speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios)}
-
-    out = {}
-    for name in networks:
-        on, eager = paired(name, label), paired(name, EAGER)
-        on_t, eager_t = timing[f"{name}@{label}"], timing[f"{name}@{EAGER}"]
-        out[name] = {"per_s": on_t["per_s"], "per_s_min": batch_size / on_t["max_s"],
-                     "per_s_max": batch_size / on_t["min_s"], "per_s_eager_fp32": eager_t["per_s"],
-                     **on, "speedup_eager_fp32": eager["speedup"], "speedup_eager_fp32_min": eager["speedup_min"],
-                     "speedup_eager_fp32_max": eager["speedup_max"],
-                     "batch_size": batch_size, "repeats": repeats, "warmup": warmup}
-    return out
 
 
 def speed_efficiency(speedup: float | None, flop_reduction: float | None) -> float | None:
