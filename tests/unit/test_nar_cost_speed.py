@@ -29,3 +29,13 @@ def test_every_network_is_timed_on_the_backend_and_in_eager_fp32_in_one_run(labe
 def test_speed_efficiency_is_speedup_over_flop_reduction():
     assert nar_cost.speed_efficiency(3.0, 4.0) == 0.75
     assert nar_cost.speed_efficiency(None, 4.0) is None and nar_cost.speed_efficiency(2.0, None) is None
+
+
+def test_an_openvino_operator_profile_says_where_the_time_goes(tmp_path):
+    net = models.build(arch.tiny(num_classes=2, input_size=32), seed=0).eval()
+    ops = backends.operator_profile(net, "openvino:fp32", input_size=32, batch_size=2, repeats=3, export_dir=tmp_path)
+    assert ops and any(o["operator"] == "Convolution" for o in ops)
+    assert abs(sum(o["share"] for o in ops) - 1.0) < 1e-9 and all(o["ms_per_batch"] >= 0 for o in ops)
+    assert [o["ms_per_batch"] for o in ops] == sorted((o["ms_per_batch"] for o in ops), reverse=True)
+    with pytest.raises(ValueError, match="OpenVINO labels only"):
+        backends.operator_profile(net, "onnxruntime", input_size=32, batch_size=2)

@@ -439,3 +439,31 @@ def time_on_backends(networks: dict, label: str, *, batch_size: int, repeats: in
                      "speedup_eager_fp32_max": eager["speedup_max"],
                      "batch_size": batch_size, "repeats": repeats, "warmup": warmup}
     return out
+
+
+def operator_profile(module: nn.Module, label: str, *, input_size: int, batch_size: int, repeats: int = 10,
+                     warmup: int = 2, threads: int | None = None, export_dir=None) -> list[dict]:
+    """Where an OpenVINO backend spends its time on ``module``: milliseconds per batch by operator type
+    (OpenVINO's executed node types, e.g. Convolution, Reorder, Eltwise, MaxPool), mean over ``repeats``
+    profiled calls after ``warmup``, with each type's share and node count; largest first."""
+    backend, precision = parse_label(label)
+    if backend != "openvino":
+        raise ValueError(f"operator_profile: OpenVINO labels only (openvino:fp32, openvino:bf16), got {label!r}")
+    path = export.cached_onnx(module.eval(), input_size, export_dir)
+    compiled = export.openvino_model(path, resolve_precision(backend, precision), threads, batch_size, input_size,
+                                     perf_count=True)
+    request = compiled.create_infer_request()
+    x = np.random.default_rng(0).standard_normal((batch_size, 3, input_size, input_size)).astype(np.float32)
+    for _ in range(warmup):
+        request.infer({0: x})
+    ms: dict[str, float] = {}
+    nodes: dict[str, int] = {}
+    for _ in range(repeats):
+        request.infer({0: x})
+        for info in request.profiling_info:
+            if str(info.status).endswith("EXECUTED"):   # not NOT_RUN or OPTIMIZED_OUT
+                ms[info.node_type] = ms.get(info.node_type, 0.0) + info.real_time.total_seconds() * 1e3 / repeats
+                nodes[info.node_type] = nodes.get(info.node_type, 0) + 1
+    total = sum(ms.values()) or 1.0
+    return [{"operator": op, "ms_per_batch": t, "share": t / total, "nodes": nodes[op] // repeats}
+            for op, t in sorted(ms.items(), key=lambda kv: -kv[1])]

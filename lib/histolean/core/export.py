@@ -167,11 +167,11 @@ def _openvino_core():
 
 
 def openvino_model(path: str | os.PathLike, precision: str = "fp32", threads: int | None = None,
-                   batch_size: int | None = None, input_size: int | None = None):
+                   batch_size: int | None = None, input_size: int | None = None, perf_count: bool = False):
     """An OpenVINO CPU model compiled from an ONNX file, computing in ``precision`` ("fp32" or "bf16",
     OpenVINO's ``INFERENCE_PRECISION_HINT``) with ``threads`` threads (default: all cores), for
     ``batch_size`` images a call of ``input_size`` squares (static shapes let OpenVINO plan its kernels
-    once; None: as the file has it).
+    once; None: as the file has it). ``perf_count``: keep per-operator times (OpenVINO's profiling).
 
     One stream, latency hint: a call uses all its threads on one batch, as the other backends do;
     threads are not pinned to cores, which on a shared machine would fight other processes."""
@@ -184,6 +184,8 @@ def openvino_model(path: str | os.PathLike, precision: str = "fp32", threads: in
               "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
+    if perf_count:
+        config["PERF_COUNT"] = True
     core = _openvino_core()
     try:
         model = core.read_model(str(path))
