@@ -86,13 +86,13 @@ def test_the_runner_dry_run_goes_to_its_own_folder_and_ends_with_the_table(tmp_p
     monkeypatch.setenv("HISTOLEAN_LIBRARY_FINGERPRINT", "pinned")
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params").mkdir()
-    for name in ("toyfit", "nar_cost"):   # nar_cost's loops are not cut: left out, saying so
+    for name in ("toyfit", "streaming_sgd"):   # streaming_sgd's loops are not cut: left out, saying so
         toy_notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + TRAINS,
                      parameters="n = 24\nepochs = 3")
     (tmp_path / "params" / "smoke.yaml").write_text(
-        "seed: 0\ncell_timeout_s: 300\nbenchmarks:\n  toyfit: {epochs: 7}\n  nar_cost: {}\n")
+        "seed: 0\ncell_timeout_s: 300\nbenchmarks:\n  toyfit: {epochs: 7}\n  streaming_sgd: {}\n")
     outcomes = runner.run("smoke", root=tmp_path, progress=False, dry_run=True)
-    assert {o.benchmark: o.status for o in outcomes} == {"toyfit": "ok", "nar_cost": "not_run"}, outcomes
+    assert {o.benchmark: o.status for o in outcomes} == {"toyfit": "ok", "streaming_sgd": "not_run"}, outcomes
     out = tmp_path / "outputs" / "smoke-dry-run"
     assert not (tmp_path / "outputs" / "smoke").exists()
     (row,) = records.read_rows(out, "toyfit")
@@ -101,4 +101,4 @@ def test_the_runner_dry_run_goes_to_its_own_folder_and_ends_with_the_table(tmp_p
     assert entry["epochs"] == 7 and entry["steps_per_epoch"] == 6
     table = (out / "dry_run.md").read_text()
     assert "## toyfit: ok" in table and "trainings measured: 1" in table and "| 7 |" in table
-    assert "## nar_cost: not_run" in table and "timing repeats" in table
+    assert "## streaming_sgd: not_run" in table and "2048 px cap" in table
