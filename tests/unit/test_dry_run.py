@@ -102,3 +102,11 @@ def test_the_runner_dry_run_goes_to_its_own_folder_and_ends_with_the_table(tmp_p
     table = (out / "dry_run.md").read_text()
     assert "## toyfit: ok" in table and "trainings measured: 1" in table and "| 7 |" in table
     assert "## streaming_sgd: not_run" in table and "2048 px cap" in table
+
+
+def test_first_cuts_counts_only_in_a_dry_run(monkeypatch):
+    monkeypatch.delenv(dryrun.ENV, raising=False)
+    assert dryrun.first(600, 64) == 600 and dryrun.first(None, 64) is None
+    monkeypatch.setenv(dryrun.ENV, "1")
+    assert dryrun.first(600, 64) == 64 and dryrun.first(3) == 1 and dryrun.first(None, 64) == 64
+    assert dryrun.first(10, 64) == 10

@@ -26,9 +26,12 @@ def active() -> bool:
     return os.environ.get(ENV, "") not in ("", "0")
 
 
-def first(n: int, keep: int = 1) -> int:
-    """``n`` (epochs, steps, rounds, folds, trials), or at most ``keep`` of them in a dry run."""
-    return min(int(n), keep) if active() else n
+def first(n: int | None, keep: int = 1) -> int | None:
+    """``n`` (epochs, steps, rounds, folds, trials, items), or at most ``keep`` of them in a dry run
+    (``n`` None, "all": ``keep``)."""
+    if not active():
+        return n
+    return keep if n is None else min(int(n), keep)
 
 
 def peak_rss_mib() -> float:
