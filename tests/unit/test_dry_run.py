@@ -86,13 +86,11 @@ def test_the_runner_dry_run_goes_to_its_own_folder_and_ends_with_the_table(tmp_p
     monkeypatch.setenv("HISTOLEAN_LIBRARY_FINGERPRINT", "pinned")
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params").mkdir()
-    for name in ("toyfit", "streaming_sgd"):   # streaming_sgd's loops are not cut: left out, saying so
-        toy_notebook(tmp_path / "notebooks" / f"{name}.ipynb", f"NAME = {name!r}\n" + TRAINS,
-                     parameters="n = 24\nepochs = 3")
-    (tmp_path / "params" / "smoke.yaml").write_text(
-        "seed: 0\ncell_timeout_s: 300\nbenchmarks:\n  toyfit: {epochs: 7}\n  streaming_sgd: {}\n")
+    toy_notebook(tmp_path / "notebooks" / "toyfit.ipynb", "NAME = 'toyfit'\n" + TRAINS,
+                 parameters="n = 24\nepochs = 3")
+    (tmp_path / "params" / "smoke.yaml").write_text("seed: 0\ncell_timeout_s: 300\nbenchmarks:\n  toyfit: {epochs: 7}\n")
     outcomes = runner.run("smoke", root=tmp_path, progress=False, dry_run=True)
-    assert {o.benchmark: o.status for o in outcomes} == {"toyfit": "ok", "streaming_sgd": "not_run"}, outcomes
+    assert {o.benchmark: o.status for o in outcomes} == {"toyfit": "ok"}, outcomes
     out = tmp_path / "outputs" / "smoke-dry-run"
     assert not (tmp_path / "outputs" / "smoke").exists()
     (row,) = records.read_rows(out, "toyfit")
@@ -101,7 +99,6 @@ def test_the_runner_dry_run_goes_to_its_own_folder_and_ends_with_the_table(tmp_p
     assert entry["epochs"] == 7 and entry["steps_per_epoch"] == 6
     table = (out / "dry_run.md").read_text()
     assert "## toyfit: ok" in table and "trainings measured: 1" in table and "| 7 |" in table
-    assert "## streaming_sgd: not_run" in table and "2048 px cap" in table
 
 
 def test_first_cuts_counts_only_in_a_dry_run(monkeypatch):
@@ -110,3 +107,26 @@ def test_first_cuts_counts_only_in_a_dry_run(monkeypatch):
     monkeypatch.setenv(dryrun.ENV, "1")
     assert dryrun.first(600, 64) == 64 and dryrun.first(3) == 1 and dryrun.first(None, 64) == 64
     assert dryrun.first(10, 64) == 10
+
+
+def test_image_sides_are_capped_only_in_a_dry_run(monkeypatch):
+    monkeypatch.delenv(dryrun.ENV, raising=False)
+    assert dryrun.cap_side(16384) == 16384 and dryrun.cap_sides([4096, 1024]) == [4096, 1024]
+    monkeypatch.setenv(dryrun.ENV, "1")
+    assert dryrun.cap_side(16384) == dryrun.MAX_SIDE == 2048 and dryrun.cap_side(0) == 0
+    assert dryrun.cap_sides([1024, 2048, 4096, 8192]) == [1024, 2048]
+
+
+def test_the_nuclei_pruning_config_runs_one_round_on_two_images_in_a_dry_run(monkeypatch):
+    from dataclasses import fields
+
+    from histolean.experiments import monuseg_pruning
+
+    params = {f.name: 1 for f in fields(monuseg_pruning.Config)} | {
+        "schemes": ["network-wide"], "n_train": 30, "n_test": 14, "n_tnbc": 50, "max_cr": 512, "speed_repeats": 5}
+    monkeypatch.delenv(dryrun.ENV, raising=False)
+    full = monuseg_pruning.Config.from_parameters(params)
+    monkeypatch.setenv(dryrun.ENV, "1")
+    cut = monuseg_pruning.Config.from_parameters(params)
+    assert (full.n_test, full.max_cr, full.speed_repeats) == (14, 512, 5)
+    assert (cut.n_train, cut.n_test, cut.n_tnbc, cut.max_cr, cut.speed_repeats) == (2, 2, 2, 2, 1)

@@ -166,6 +166,26 @@ def test_fit_and_test_keeps_the_best_epoch_and_times_epochs():
         kz.fit_and_test(model, (tr.images, tr.labels), (va.images, va.labels), (te.images, te.labels), epochs=0)
 
 
+def test_a_dry_run_trains_one_batch_and_logs_the_step_for_the_table(tmp_path):
+    from histolean.util import dryrun
+
+    tr, va, te = _patches(40, 16, 0), _patches(16, 16, 1), _patches(16, 16, 2)
+    log = tmp_path / "dry.jsonl"
+    with dryrun.enabled(log):
+        res = kz.fit_and_test(kz.build("b2", 16), (tr.images, tr.labels), (va.images, va.labels),
+                              (te.images, te.labels), epochs=15, batch_size=8, lr=1e-3)
+    assert len(res["history"]) == 1 and res["metrics"]["n_test"] == 8   # one epoch, one batch of each split
+    (entry,) = dryrun.read_log(log)
+    # the table extrapolates the full run: 15 epochs of ceil(40 / 8) steps
+    assert entry["kind"] == "fit" and entry["epochs"] == 15 and entry["steps_per_epoch"] == 5
+    assert entry["batch"] == 8 and entry["input_shape"] == [8, 16, 16, 3] and entry["step_s"] > 0
+    assert 0 < entry["largest_tensor_bytes"] <= entry["activation_bytes"] and entry["param_bytes"] > 0
+    from histolean.experiments.pcam_idc_zoo.training import first_batch
+
+    images, labels = first_batch(tr.images, tr.labels, 5)
+    assert len(labels) == 5 and set(labels) == {0, 1}
+
+
 def test_run_variant_is_resumable_and_retrains_on_new_settings(tmp_path):
     tr, va, te = _patches(16, 16, 0), _patches(8, 16, 1), _patches(8, 16, 2)
     first = kz.run_variant(tmp_path / "b2", "b2", tr, va, te, epochs=1, batch_size=8, lr=1e-3)

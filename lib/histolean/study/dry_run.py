@@ -14,13 +14,6 @@ from histolean.core import probe
 from histolean.util import dryrun
 
 MIB = 2**20
-# notebooks whose loops do not yet ask histolean.util.dryrun: a dry run would run them at the profile's full
-# settings, so it leaves them out (cut: every torch training through core.train.fit, ResRep's warm-up,
-# nar_cost's timing rounds)
-NOT_CUT = {
-    "streaming_sgd": "its own training loops and image sides are not cut yet (no 2048 px cap)",
-    "pcam_idc_zoo": "the Keras training (steps_per_epoch) and the Hyperband tuner are not cut yet",
-}
 
 
 def log_path(out: Path, benchmark: str) -> Path:

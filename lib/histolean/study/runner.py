@@ -241,8 +241,7 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     key in the profile), each benchmark runs as a task on that Dask cluster.
 
     ``dry_run``: every notebook with the profile's settings but its loops cut to their first step
-    (:mod:`histolean.util.dryrun`), into ``outputs/<profile>-dry-run``, always re-run; notebooks whose
-    loops are not cut yet (:data:`histolean.study.dry_run.NOT_CUT`) are left out, saying so. The
+    (:mod:`histolean.util.dryrun`), into ``outputs/<profile>-dry-run``, always re-run. The
     closing table (:func:`histolean.study.dry_run.table`) goes to ``dry_run.md`` there."""
     from tqdm.auto import tqdm
 
@@ -288,8 +287,6 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
 
 def _dry_run_benchmark(name, cfg, root, out, data_root) -> Outcome:
     """One notebook with its loops cut to their first step, measured into its own log."""
-    if name in dry_run_table.NOT_CUT:
-        return Outcome(name, "not_run", error=f"left out of the dry run: {dry_run_table.NOT_CUT[name]}")
     log = dry_run_table.log_path(out, name)
     log.unlink(missing_ok=True)
     with dryrun.enabled(log):

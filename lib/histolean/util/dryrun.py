@@ -34,6 +34,19 @@ def first(n: int | None, keep: int = 1) -> int | None:
     return keep if n is None else min(int(n), keep)
 
 
+MAX_SIDE = 2048   # image sides a dry run goes up to (the full run's larger sides only scale what it measured)
+
+
+def cap_side(side: int) -> int:
+    """An image side, at most :data:`MAX_SIDE` in a dry run (0, "none", stays 0)."""
+    return min(int(side), MAX_SIDE) if active() else side
+
+
+def cap_sides(sides: list[int]) -> list[int]:
+    """Image sides, each at most :data:`MAX_SIDE` in a dry run, without repeats."""
+    return sorted({cap_side(s) for s in sides}) if active() else sides
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far (MiB)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -42,7 +42,7 @@ from histolean.data import monuseg as monuseg_format, synthetic, tnbc as tnbc_fo
 from histolean.data.common import dataset_dir
 from histolean.methods import pruning, segmentation
 from histolean.study import published
-from histolean.util import atomic, cache
+from histolean.util import atomic, cache, dryrun
 
 from . import paired
 
@@ -111,6 +111,10 @@ class Config:
         if missing:
             raise ValueError(f"{BENCHMARK}: parameters {missing} are not set")
         values = {n: parameters[n] for n in names}
+        if dryrun.active():   # one pruning round per scheme, two images of each set, one timing round
+            values |= {"n_train": dryrun.first(values["n_train"], 2), "n_test": dryrun.first(values["n_test"], 2),
+                       "n_tnbc": dryrun.first(values["n_tnbc"], 2), "max_cr": dryrun.first(values["max_cr"], 2),
+                       "speed_repeats": dryrun.first(values["speed_repeats"], 1)}
         return cls(**values | {"schemes": tuple(values["schemes"])})
 
     @property

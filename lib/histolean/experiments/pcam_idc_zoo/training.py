@@ -6,12 +6,14 @@ import TensorFlow).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
 import numpy as np
 
 from histolean.core import metrics
+from histolean.util import dryrun
 from histolean.experiments.pcam_idc_zoo.backend import keras, tf
 
 
@@ -125,6 +127,11 @@ def fit_and_test(model: keras.Model, train_set, valid_set, test_set, *, epochs: 
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"fit_and_test: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = train_set, valid_set, test_set
+    asked_epochs, full_steps = int(epochs), math.ceil(len(y_tr) / int(batch_size))
+    if dryrun.active():   # one epoch of one batch, one batch to validate and test: the profile's models and sizes
+        epochs = 1
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (first_batch(x, y, int(batch_size))
+                                                    for x, y in ((x_tr, y_tr), (x_va, y_va), (x_te, y_te)))
     keras.utils.set_random_seed(int(seed))
     # jit_compile=False: XLA on a 2-core CPU made steps slower here and tracing no faster
     model.compile(optimizer=keras.optimizers.Adam(float(lr)), loss="binary_crossentropy", metrics=["accuracy"],
@@ -136,6 +143,10 @@ def fit_and_test(model: keras.Model, train_set, valid_set, test_set, *, epochs: 
     fit_s = time.perf_counter() - t0
     if best.best_weights is not None:
         model.set_weights(best.best_weights)
+    if dryrun.active():
+        dryrun.log("fit", desc=model.name, model=model.name, batch=len(y_tr), input_shape=list(np.shape(x_tr)),
+                   step_s=best.train_s[0], steps_per_epoch=full_steps, epochs=asked_epochs, device="cpu",
+                   precision="fp32", **activation_facts(model, len(y_tr)))
     prob = predict(model, x_te)
     test = metrics.classification_metrics(y_te, prob)
     # the first epoch also traces the graph: the last epoch is the steady-state time per epoch
@@ -144,6 +155,29 @@ def fit_and_test(model: keras.Model, train_set, valid_set, test_set, *, epochs: 
             "best_epoch": best.best_epoch, "history": best.history, "train_s_per_epoch": best.train_s,
             "epoch_s": best.epoch_s, "time_per_epoch_s": steady, "train_patches_per_s": len(y_tr) / steady,
             "fit_s": fit_s, "valid_probs": _floats(best.best_probs), "test_probs": _floats(prob)}
+
+
+def first_batch(images, labels, n: int):
+    """Up to ``n`` items, both classes alternating where both exist (a dry run's one batch)."""
+    labels = np.asarray(labels)
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    order = [i for group in zip(*by_class) for i in group] if len(by_class) > 1 else list(by_class[0])
+    keep = np.asarray(sorted(order[:n] if len(order) >= n else
+                             order + [i for i in range(len(labels)) if i not in set(order)][:n - len(order)]))
+    return np.asarray(images)[keep], labels[keep]
+
+
+def activation_facts(model: keras.Model, batch: int) -> dict:
+    """What the dry run's table reads of a training step (float32): every layer's output at ``batch`` (what
+    backward keeps, roughly), the largest of them, and the parameters' bytes."""
+    sizes = []
+    for layer in model.layers:
+        for out in (layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]):
+            shape = [batch, *[int(d) for d in out.shape[1:]]]
+            sizes.append((4 * math.prod(shape), shape))
+    largest = max(sizes, default=(0, []))
+    return {"activation_bytes": sum(b for b, _ in sizes), "largest_tensor_bytes": largest[0],
+            "largest_tensor_shape": largest[1], "param_bytes": 4 * model.count_params()}
 
 
 def _floats(probs) -> list[float]:

@@ -11,8 +11,8 @@ from histolean.core import arch
 from histolean.experiments.pcam_idc_zoo.backend import keras
 from histolean.experiments.pcam_idc_zoo.keras_models import build, model_entry
 from histolean.experiments.pcam_idc_zoo.runs import data_fingerprint
-from histolean.experiments.pcam_idc_zoo.training import RecalibrateBeforeValidation, to_inputs
-from histolean.util import cache
+from histolean.experiments.pcam_idc_zoo.training import RecalibrateBeforeValidation, first_batch, to_inputs
+from histolean.util import cache, dryrun
 
 
 def tune(name: str, train_set, valid_set, *, directory, max_epochs: int = 2, factor: int = 3,
@@ -41,6 +41,10 @@ def tune(name: str, train_set, valid_set, *, directory, max_epochs: int = 2, fac
     project = f"{key}-{cache.fingerprint(settings)[:10]}"
     x_tr, y_tr = to_inputs(train_set.images), np.asarray(train_set.labels, dtype=np.float32)
     x_va, y_va = to_inputs(valid_set.images), np.asarray(valid_set.labels, dtype=np.float32)
+    if dryrun.active():   # one trial of one epoch on one batch (the profile's model and input size)
+        max_epochs, hyperband_iterations = 1, 1
+        x_tr, y_tr = first_batch(x_tr, y_tr, min(batch_sizes))
+        x_va, y_va = first_batch(x_va, y_va, min(batch_sizes))
 
     class ZooHyperModel(kt.HyperModel):
         def build(self, hp):
