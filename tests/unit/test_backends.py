@@ -284,3 +284,17 @@ def test_a_global_pool_network_is_exported_once_for_every_input_size(net, patche
     assert not export.takes_any_size(fixed, 32)
     path = export.cached_onnx(fixed, 32, tmp_path)
     assert path != big.export_path and export.network_fingerprint(fixed, 32) in path.name
+
+
+def test_auto_trains_in_float32_where_a_strided_conv_meets_a_1_pixel_map(monkeypatch):
+    """oneDNN's bf16 backward turns NaN there (ResNet50V2 below 64 px): "auto" says so and keeps float32."""
+    big, small = arch.resnet50v2(input_size=64), arch.resnet50v2(input_size=16)
+    assert precision.bf16_cpu_hazard(models.build(big, seed=0), torch.zeros(1, 3, 64, 64)) is None
+    net = models.build(small, seed=0)
+    assert precision.bf16_cpu_hazard(net, torch.zeros(2, 3, 16, 16)).endswith("conv2")
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    x = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    loader = train.make_loader(x, np.arange(8) % 2, 8)
+    with pytest.warns(UserWarning, match="training in float32, not bf16"):
+        res = train.fit(net, loader, None, epochs=1, precision="auto", progress=False, device="cpu")
+    assert res.precision == "fp32"

@@ -145,3 +145,34 @@ def machine(threads: int | None = None) -> dict:
     return {"cpu": cpu_model(), "cpu_flags": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12],
             "bf16": cpu_supports_bf16(), "cores": os.cpu_count(),
             "threads": int(threads) if threads else torch.get_num_threads(), "versions": library_versions()}
+
+
+def bf16_cpu_hazard(model: torch.nn.Module, sample: torch.Tensor) -> str | None:
+    """The first strided, padded convolution of ``model`` that sees a 1-pixel-wide map at ``sample``'s size,
+    or None.
+
+    oneDNN's bf16 backward of such a convolution (a 3x3 stride-2 conv on a 1x1 map, as ResNet50V2's last
+    stages meet below 64 px inputs) returns NaN weight gradients now and then (torch 2.13, channels_last:
+    6 of 30 tries; measured in this repository). "auto" trains those networks in float32.
+    """
+    seen: list[str] = []
+
+    def hook(name):
+        def check(module, inputs, _output):
+            if not seen and min(inputs[0].shape[-2:]) == 1:
+                seen.append(name)
+        return check
+
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
+             and max(m.stride) > 1 and (m.padding == "same" or any(p > 0 for p in m.padding if isinstance(p, int)))]
+    handles = [m.register_forward_hook(hook(n)) for n, m in convs]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(sample[:1].float())
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return seen[0] if seen else None

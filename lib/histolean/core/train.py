@@ -17,6 +17,7 @@ import itertools
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -278,6 +279,12 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int,
             watch = probe.activations(model) if dry else contextlib.nullcontext({})
             t_step = time.perf_counter()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if step == 0 and used == "bf16" and device.type == "cpu" and x.ndim == 4:
+                hazard = precisions.bf16_cpu_hazard(model, x)
+                if hazard and precisions.normalize(precision) == "auto":   # asked for bf16 explicitly: kept
+                    used = result.precision = "fp32"
+                    warnings.warn(f"{desc}: training in float32, not bf16: {hazard} convolves a 1-pixel map at "
+                                  f"{x.shape[-1]} px input, where oneDNN's bf16 gradients turn NaN", stacklevel=2)
             if channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)

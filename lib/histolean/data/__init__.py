@@ -23,7 +23,7 @@ import warnings
 from .common import (
     DataError, InstanceSample, PatchSet, balanced_subset, data_root, read_gray, read_rgb, resize_images,
 )
-from .crc import image_split, list_crc, load_til_windows, read_points, til_windows
+from .crc import image_folds, image_split, list_crc, load_til_windows, read_points, til_windows
 from .download import download_file, fetch
 from .idc import list_idc, load_idc, pad_to_patch, patient_split
 from .monuseg import load_monuseg, parse_annotation, rasterise
@@ -80,7 +80,8 @@ __all__ = [
     "DataError", "PatchSet", "InstanceSample", "DatasetStatus", "SyntheticSlide", "data_root", "read_rgb",
     "read_gray", "resize_images", "balanced_subset", "load_patches", "load_pcam", "load_image_folder", "load_idc",
     "list_idc", "patient_split", "pad_to_patch", "load_monuseg", "parse_annotation", "rasterise", "load_tnbc",
-    "instances_from_mask", "list_crc", "read_points", "til_windows", "image_split", "load_til_windows", "load_til",
+    "instances_from_mask", "list_crc", "read_points", "til_windows", "image_split", "image_folds",
+    "load_til_windows", "load_til",
     "cut_til_patches", "synthetic_patch", "synthetic_patches", "synthetic_tile", "synthetic_tiles", "synthetic_slide",
     "FOLDER_PREFIX", "check_patches", "load_patch_folder", "check_nuclei", "load_nuclei_folder",
     "DATA_KINDS", "DATASETS", "Dataset", "dataset_status", "format_status", "how_to_get", "fetch", "download_file",

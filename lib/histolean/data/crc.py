@@ -171,6 +171,40 @@ def image_split(names, labels_per_image: dict[str, np.ndarray], fractions=(0.6, 
     return {names[i]: split for split, idx in best.items() for i in idx}
 
 
+def image_folds(names, labels_per_image: dict[str, np.ndarray], n_folds: int = 5, seed: int = 0,
+                tries: int = 200) -> dict[str, int]:
+    """Images -> cross-validation fold 0..n_folds-1, by image (each image in one fold).
+
+    As :func:`image_split`: of ``tries`` seeded shuffles, the one whose folds' positive fractions are
+    closest to the overall fraction is kept, and every fold must hold both classes. Deterministic for a seed.
+    A clear error when there are fewer images than folds or no assignment gives every fold both classes.
+    """
+    names = sorted(names, key=lambda n: int(n[3:]) if n[3:].isdigit() else n)
+    if not (isinstance(n_folds, int) and n_folds >= 2):
+        raise ValueError(f"image_folds: n_folds must be an integer >= 2, got {n_folds!r}")
+    if len(names) < n_folds:
+        raise ValueError(f"image_folds: {len(names)} image(s) cannot make {n_folds} folds by image; "
+                         f"cross-validation needs at least one image per fold (use fewer folds or more images)")
+    overall = np.concatenate([labels_per_image[k] for k in names]).mean()
+    rng = np.random.default_rng(seed)
+    best, best_score = None, np.inf
+    for _ in range(tries):
+        parts = np.array_split(rng.permutation(len(names)), n_folds)
+        score = 0.0
+        for idx in parts:
+            labels = np.concatenate([labels_per_image[names[i]] for i in idx])
+            if len(np.unique(labels)) < 2:
+                score = np.inf
+                break
+            score = max(score, abs(labels.mean() - overall))
+        if score < best_score:
+            best, best_score = parts, score
+    if best is None:
+        raise ValueError(f"image_folds: no assignment of {len(names)} images to {n_folds} folds gives both classes "
+                         "(TIL-positive and -negative windows) in every fold; use fewer folds or more images")
+    return {names[i]: fold for fold, idx in enumerate(best) for i in idx}
+
+
 def load_til_windows(split: str, root=None, limit: int | None = None, seed: int = 0, size: int | None = None,
                      window_um: float = 55.0, mpp: float = DEFAULT_MPP, min_positive: int = 2,
                      split_seed: int = 0) -> PatchSet:

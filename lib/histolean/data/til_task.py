@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .common import DataError, PatchSet, balanced_subset, data_root
-from .crc import CLASSES, DEFAULT_MPP, image_split, list_crc, window_px
+from .crc import CLASSES, DEFAULT_MPP, image_folds, image_split, list_crc, window_px
 from .user_patches import PREFIX as FOLDER_PREFIX, load_patch_folder
 
 DATASETS = ("crc_windows", "til", "pcam")
@@ -96,8 +96,30 @@ def window_labels(points: dict[str, np.ndarray], x0: np.ndarray, y0: np.ndarray,
     return (n_inf >= min_positive).astype(np.int64), n_inf, n_classified
 
 
+def fold_assignment(names, per_image_labels: dict, cv_folds: int, fold, split_seed: int = 0) -> tuple[dict, dict]:
+    """Images -> split for cross-validation fold ``fold`` (and the folds' images).
+
+    Fold k tests on the images of fold k, chooses its epoch on fold k+1 (mod ``cv_folds``) and trains on
+    the rest, so every image is a test image once. ``fold="final"``: the model the slide maps use,
+    trained on every fold but fold 0, whose images choose its epoch (its "test" split repeats them: it is
+    scored out of fold, by the k folds, not here).
+    """
+    folds_of = image_folds(names, per_image_labels, cv_folds, seed=split_seed)
+    if fold == "final":
+        test, valid = 0, 0
+    elif isinstance(fold, int) and not isinstance(fold, bool) and 0 <= fold < cv_folds:
+        test, valid = fold, (fold + 1) % cv_folds
+    else:
+        raise ValueError(f"load_til_task: fold must be 0..{cv_folds - 1} or 'final', got {fold!r}")
+    assignment = {n: "valid" if f == valid else "test" if f == test else "train" for n, f in folds_of.items()}
+    folds = {k: sorted((n for n, f in folds_of.items() if f == k), key=lambda n: int(n[3:]) if n[3:].isdigit() else n)
+             for k in range(cv_folds)}
+    return assignment, folds
+
+
 def _crc_windows(root, *, window_um: float, mpp: float, min_positive: int, train_windows_per_image: int,
-                 split_fractions, split_seed: int, seed: int, keep_empty: bool) -> tuple[dict, dict]:
+                 split_fractions, split_seed: int, seed: int, keep_empty: bool, cv_folds: int | None = None,
+                 fold=None) -> tuple[dict, dict]:
     side = window_px(window_um, mpp)
     images = list_crc(root)
     grid, per_image_labels = {}, {}
@@ -111,8 +133,11 @@ def _crc_windows(root, *, window_um: float, mpp: float, min_positive: int, train
         keep = np.ones(len(labels), bool) if keep_empty else n_cls > 0
         grid[crc.name] = (xs.ravel()[keep], ys.ravel()[keep], labels[keep], n_inf[keep])
         per_image_labels[crc.name] = labels[keep]
-    assignment = image_split([c.name for c in images], per_image_labels, fractions=tuple(split_fractions),
-                             seed=split_seed)
+    if cv_folds:
+        assignment, folds = fold_assignment([c.name for c in images], per_image_labels, cv_folds, fold, split_seed)
+    else:
+        assignment = image_split([c.name for c in images], per_image_labels, fractions=tuple(split_fractions),
+                                 seed=split_seed)
     windows = {s: [] for s in SPLITS}  # split -> (crc, x0, y0, label, n_inf)
     for index, crc in enumerate(images):
         split = assignment[crc.name]
@@ -141,14 +166,19 @@ def _crc_windows(root, *, window_um: float, mpp: float, min_positive: int, train
         stacked = np.stack(imgs) if imgs else np.zeros((0, side, side, 3), np.uint8)
         out[split] = PatchSet(stacked, np.asarray(labels, np.int64), np.asarray(groups), paths, "crc_windows",
                               "real", split)
-        out[split].notes.append(f"{sum(k == 1 for *_, k in items)} windows with exactly one inflammatory "
-                                "nucleus labelled TIL-negative")
+        out[split].notes.append(f"{split}: {sum(k == 1 for *_, k in items)} windows with exactly one "
+                                "inflammatory nucleus labelled TIL-negative")
+    if fold == "final":  # no test images of its own: scored out of fold (see fold_assignment)
+        out["test"] = PatchSet(out["valid"].images, out["valid"].labels, out["valid"].groups, out["valid"].paths,
+                               "crc_windows", "real", "test", ["the final model's test split repeats its validation "
+                                                               "images: it is scored by the folds, not here"])
     described = {"window_um": window_um, "mpp": mpp, "window_px": side, "min_positive": min_positive,
                  "rule": f">= {min_positive} inflammatory centres -> TIL-positive, fewer -> TIL-negative",
                  "empty_windows": "kept" if keep_empty else "dropped",
                  "train_windows": f"{train_windows_per_image} random offsets per training image",
                  "eval_windows": "fixed non-overlapping grid", "split": "by image",
-                 "split_fractions": list(split_fractions), "split_seed": split_seed,
+                 **({"cv_folds": cv_folds, "fold": fold, "folds": folds} if cv_folds else
+                    {"split_fractions": list(split_fractions)}), "split_seed": split_seed,
                  "images": {s: sorted({n for n, v in assignment.items() if v == s}, key=lambda n: int(n[3:]))
                             for s in SPLITS}}
     return out, described
@@ -163,17 +193,29 @@ def _centre_crop(patches: PatchSet, side: int) -> PatchSet:
     return patches
 
 
+def can_cross_validate(dataset: str, root=None) -> bool:
+    """Cross-validation by image needs the real CRCHistoPhenotypes images (the other sources keep their own
+    splits, and the procedural stand-in has no images to fold)."""
+    return dataset == "crc_windows" and (data_root(root) / _FOLDERS[dataset]).is_dir()
+
+
 def load_til_task(dataset: str = "crc_windows", root=None, *, window_um: float = 50.0, mpp: float | None = None,
                   min_positive: int = 2, train_windows_per_image: int = 40, split_fractions=(0.5, 0.2, 0.3),
                   split_seed: int = 0, seed: int = 0, keep_empty: bool = False, n_train: int | None = None,
-                  n_eval: int | None = None, allow_synthetic: bool = True) -> TilTask:
+                  n_eval: int | None = None, allow_synthetic: bool = True, cv_folds: int | None = None,
+                  fold: int | str | None = None) -> TilTask:
     """Build the TIL task from ``dataset`` (``crc_windows``, ``til`` or ``pcam``); see the module doc.
 
     ``n_train`` / ``n_eval`` cap the training and the validation/test patches (class-balanced draw
     with ``seed``; None = all). Images keep their native pixel size (``window_px``); models
     resize them to their own input size. ``mpp``: microns per pixel of CRCHistoPhenotypes (None: its
     published 0.55) or of a user's folder (None: the folder's ``dataset.json``, else unknown).
+    ``cv_folds`` / ``fold`` (``crc_windows`` only): fold ``fold`` of a cross-validation by image instead
+    of one split by ``split_fractions`` (:func:`fold_assignment`; ``fold="final"``: the slide maps' model).
     """
+    if cv_folds and dataset != "crc_windows":
+        raise ValueError(f"load_til_task: cross-validation by image (cv_folds={cv_folds}) is built for "
+                         f"crc_windows; {dataset!r} keeps its own split (set cv_folds to null)")
     if str(dataset).startswith(FOLDER_PREFIX):  # a user's own patches
         return _folder_til_task(dataset, window_um=window_um, mpp=mpp, n_train=n_train, n_eval=n_eval,
                                 split_fractions=split_fractions, split_seed=split_seed, seed=seed)
@@ -188,6 +230,9 @@ def load_til_task(dataset: str = "crc_windows", root=None, *, window_um: float =
         raise ValueError(f"load_til_task: split_fractions must be three positive numbers summing to 1 "
                          f"(train, valid, test), got {split_fractions!r}")
     folder = data_root(root) / _FOLDERS[dataset]
+    if cv_folds and not folder.is_dir():
+        raise DataError(f"load_til_task: cross-validation by image needs the CRCHistoPhenotypes images, not found "
+                        f"at {folder}; set cv_folds to null to run one split on the procedural stand-in")
     notes: list[str] = []
     if not folder.is_dir() and allow_synthetic:
         splits, described, side = _synthetic(dataset, folder, window_um, mpp, n_train, n_eval, seed)
@@ -196,7 +241,7 @@ def load_til_task(dataset: str = "crc_windows", root=None, *, window_um: float =
         splits, described = _crc_windows(root, window_um=window_um, mpp=mpp, min_positive=min_positive,
                                          train_windows_per_image=train_windows_per_image,
                                          split_fractions=split_fractions, split_seed=split_seed, seed=seed,
-                                         keep_empty=keep_empty)
+                                         keep_empty=keep_empty, cv_folds=cv_folds, fold=fold)
         side = described["window_px"]
     elif dataset == "til":
         splits, described, side = _til_folders(root, notes)

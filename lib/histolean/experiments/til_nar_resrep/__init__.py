@@ -6,6 +6,8 @@
   (architectures by their name in the model registry; each one's original always included).
 * :mod:`.runner`: :class:`TilRunner` trains every variant ``runs`` times, resumably (records and
   model files under ``<out>/models/til_nar_resrep/``).
+* :mod:`.crossval`: :class:`CrossValidation`, every variant trained once per fold of a cross-validation
+  by image (in parallel workers) and once more for the slide maps, the out-of-fold predictions pooled.
 * :mod:`.summary`: :func:`summarise` turns the results into rows (AUC with a CI over source images, the
   paired differences with the original, the colour baseline and the other methods at matched cost,
   achieved and nominal ``flop_reduction``, measured ``speedup``, the one-class flag); :func:`pareto_front`.
@@ -21,14 +23,16 @@ recalibration (:func:`histolean.core.train.recalibrate_batchnorm`) are the libra
 
 from .baselines import colour_features, colour_histogram_baselines, nar_grid_search
 from .claims import paper_claims
+from .crossval import CrossValidation, pooled_baselines
 from .runner import CLASSES, MEAN, STD, ResRepConfig, TilRunner, TrainConfig, VariantResult
 from .speed import deployed_speed
 from .summary import (baseline_rows, check_images, image_counts, nominal_flop_reduction, paper_scale_gflops,
                       pareto_front, summarise)
 from .variants import BENCHMARK, METHODS, PAPER_BASE_INPUT, Variant, base_spec, build_variants, kept_by_stage, stage_of
 
-__all__ = ["BENCHMARK", "CLASSES", "MEAN", "METHODS", "PAPER_BASE_INPUT", "STD", "ResRepConfig", "TilRunner",
+__all__ = ["BENCHMARK", "CLASSES", "CrossValidation", "MEAN", "METHODS", "PAPER_BASE_INPUT", "STD", "ResRepConfig",
+           "TilRunner",
            "TrainConfig", "Variant", "VariantResult", "base_spec", "baseline_rows", "build_variants", "check_images",
            "colour_features", "colour_histogram_baselines", "deployed_speed", "image_counts", "kept_by_stage",
-           "nar_grid_search", "nominal_flop_reduction", "paper_claims",
+           "nar_grid_search", "nominal_flop_reduction", "paper_claims", "pooled_baselines",
            "paper_scale_gflops", "pareto_front", "stage_of", "summarise"]

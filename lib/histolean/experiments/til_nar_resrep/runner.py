@@ -62,6 +62,7 @@ class TrainConfig:
     gamma: float = 0.5
     runs: int = 1
     augment: bool = True
+    precision: str = "fp32"           # "fp32" | "bf16" | "auto" (train.fit; ResRep trains in float32)
 
 
 # the NAR paper's Table 3: fraction of the original's 9.65 GFLOPs each ResRep epsilon kept (our FLOPs targets)
@@ -129,9 +130,10 @@ class TilRunner:
     """Trains and evaluates variants on a :class:`~histolean.data.til_task.TilTask`, resuming finished runs."""
 
     def __init__(self, task, output_dir, train_cfg: TrainConfig, resrep_cfg: ResRepConfig | None = None, *,
-                 seed: int = 0, device=None, log=print):
+                 seed: int = 0, device=None, log=print, folder=None):
         self.task, self.cfg, self.resrep_cfg = task, train_cfg, resrep_cfg or ResRepConfig()
-        self.dir = Path(output_dir) / "models" / BENCHMARK
+        # where records and model files go: a cross-validation fold has its own folder
+        self.dir = Path(folder) if folder is not None else Path(output_dir) / "models" / BENCHMARK
         self.seed, self.log = int(seed), log
         self.device = torch.device(device) if device is not None else train.default_device()
         self.results: dict[str, VariantResult] = {}
@@ -192,12 +194,12 @@ class TilRunner:
                             epochs=self.cfg.epochs, optimizer="adam", lr=self.cfg.lr,
                             weight_decay=self.cfg.weight_decay, schedule=self.cfg.schedule,
                             step_size=self.cfg.step_size, gamma=self.cfg.gamma, device=self.device,
-                            progress=False, seed=run_seed, desc=v.id)
+                            progress=False, seed=run_seed, desc=v.id, precision=self.cfg.precision)
             train_time = time.perf_counter() - t0
             probs, labels = train.predict(net, self.loader("test", size), device=self.device)
             row = {"run": r, "seed": run_seed, "val_auc": fit.best_value, "best_epoch": fit.best_epoch,
                    "epochs_run": len(fit.history), "train_time_s": train_time, "test_probs": probs.tolist(),
-                   "test_labels_sum": int(labels.sum()), "resumed": False,
+                   "test_labels_sum": int(labels.sum()), "resumed": False, "precision": fit.precision,
                    "decision_threshold": self._threshold(net, size)}
             # the best run so far (by validation AUC) becomes the variant's model file, saved before the run's
             # record: a kill in between leaves a run to redo, never a record without its model

@@ -108,7 +108,9 @@ def summarise(results: dict[str, VariantResult], task, speed: dict[str, dict], s
         probs = res.test_probs
         m = metrics.auc_with_ci(y, probs, **boot)
         thresholds = [float(r.get("decision_threshold", 0.5)) for r in res.runs]  # each run's, from validation
-        decided = np.asarray(probs) >= np.asarray(thresholds)[:, None]
+        # cross-validated runs carry each fold's decisions at that fold's own threshold
+        decided = np.asarray([np.asarray(r["test_decisions"], bool) if "test_decisions" in r
+                              else np.asarray(r["test_probs"]) >= t for r, t in zip(res.runs, thresholds)])
         m.update({"accuracy": float(np.mean([d == y for d in decided])),
                   "val_auc": float(np.mean([r["val_auc"] for r in res.runs])), "n_test": int(len(y)),
                   "n_test_positive": int(y.sum()), **image_counts(task.test)})
@@ -139,6 +141,10 @@ def summarise(results: dict[str, VariantResult], task, speed: dict[str, dict], s
             # a run whose decisions at the threshold are all one class: its AUC may be defined, its classifier is not
             "one_class": bool(any(d.all() or not d.any() for d in decided)),
             "predicted_positive_share": float(decided.mean()), "decision_thresholds": thresholds,
+            **({"fold_thresholds": [r["fold_thresholds"] for r in res.runs]}
+               if "fold_thresholds" in res.runs[0] else {}),
+            "precision": res.runs[0].get("precision", "fp32"),
+            # cross-validated: summed over the folds (the final model's training is not included)
             "train_time_s": float(np.mean([r["train_time_s"] for r in res.runs])),
             "epochs_run": [r.get("epochs_run") for r in res.runs], "resumed": all(r["resumed"] for r in res.runs),
             "checkpoint": res.checkpoint, "scale": {**scale, "base_input": v.base_input, "n_test": int(len(y)),
