@@ -1,6 +1,7 @@
 """The ``histolean`` command: run the study, build its report, inspect and fetch data.
 
     histolean run [--profile P] [--only NAME ...] [--force] [--scheduler ADDRESS] [--dry-run]
+                  [--set BENCHMARK.KEY=VALUE ...]
     histolean report [--profile P]
     histolean data status
     histolean data fetch NAME [--dest DIR] [--url-base URL]
@@ -28,12 +29,13 @@ def _cmd_run(args) -> int:
         if args.scheduler:
             raise ValueError("--scheduler under torchrun: use one or the other (Dask fans notebooks out over "
                              "workers; torchrun runs each notebook on all its ranks)")
-        outcomes = torchrun.run(args.profile, only=args.only, force=args.force, data_root=args.data)
+        outcomes = torchrun.run(args.profile, only=args.only, force=args.force, data_root=args.data,
+                                 overrides=args.set)
         if not distributed.is_main():
             return 1 if any(o.status == "failed" for o in outcomes) else 0
     else:
         outcomes = runner.run(args.profile, only=args.only, force=args.force, data_root=args.data,
-                             scheduler=args.scheduler, dry_run=args.dry_run)
+                             scheduler=args.scheduler, dry_run=args.dry_run, overrides=args.set)
     failed = [o for o in outcomes if o.status == "failed"]
     if not args.no_report and not args.dry_run:
         path = report.build(args.profile, data_root=args.data)
@@ -142,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", default=None, metavar="ADDRESS",
                      help="run each notebook as a task on this Dask cluster (tcp://host:8786 or a scheduler "
                           "file); outputs/ must be on a path the workers share")
+    run.add_argument("--set", action="append", default=[], metavar="BENCHMARK.KEY=VALUE",
+                     help="replace one profile setting for this run, VALUE as YAML (repeatable), e.g. "
+                          "--set pcam_idc_zoo.pcam_models=[b2] --set streaming_sgd.memory_sizes=[512]")
     run.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", help="build outputs/<profile>/report.html")

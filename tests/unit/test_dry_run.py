@@ -89,9 +89,13 @@ def test_the_runner_dry_run_goes_to_its_own_folder_and_ends_with_the_table(tmp_p
     toy_notebook(tmp_path / "notebooks" / "toyfit.ipynb", "NAME = 'toyfit'\n" + TRAINS,
                  parameters="n = 24\nepochs = 3")
     (tmp_path / "params" / "smoke.yaml").write_text("seed: 0\ncell_timeout_s: 300\nbenchmarks:\n  toyfit: {epochs: 7}\n")
+    out = tmp_path / "outputs" / "smoke-dry-run"
+    stale = out / "models" / "toyfit" / "run0.pt"   # an earlier dry run's training: never resumed
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
     outcomes = runner.run("smoke", root=tmp_path, progress=False, dry_run=True)
     assert {o.benchmark: o.status for o in outcomes} == {"toyfit": "ok"}, outcomes
-    out = tmp_path / "outputs" / "smoke-dry-run"
+    assert not stale.exists()
     assert not (tmp_path / "outputs" / "smoke").exists()
     (row,) = records.read_rows(out, "toyfit")
     assert row["dry_run"] is True and row["metrics"]["epochs_run"] == 1

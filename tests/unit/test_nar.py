@@ -134,6 +134,10 @@ def test_grid_search_ranks_by_score_under_the_constraint():
     # Every feasible grid point is scored exactly once.
     feasible = sum(abs(x * y * y * z * z - 2.0) <= 0.1 for x in grid for y in grid for z in grid)
     assert len(ranking) == feasible
+    from histolean.util import dryrun
+
+    with dryrun.enabled():   # a dry run scores only the first feasible point
+        assert len(nar.grid_search(_toy_score, alphas=grid, betas=grid, gammas=grid, target=2.0, tol=0.1)) == 1
 
 
 def test_grid_search_failures_rank_last_and_empty_grid_errors():

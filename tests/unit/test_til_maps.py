@@ -204,6 +204,13 @@ def test_auto_picks_a_checked_backend_once_and_every_output_names_it(tiny_model,
     forced = til_maps.map_slide(small_slide, model, tmp_path / "forced", backend="openvino:fp32", max_patches=10,
                                 progress=False)
     assert (forced["backend"], forced["precision"]) == ("openvino:fp32", "fp32") and forced["check"]["passed"]
+    # auto among given candidates only (the notebook's `backends`); a bad label stops before any work
+    [only] = til_maps.map_slides([small_slide], tiny_model, tmp_path / "only", scheduler=None, backend="auto",
+                                 candidates=["onnxruntime"], max_patches=10, progress=False)
+    assert only["backend"] == "onnxruntime"
+    with pytest.raises(ValueError, match="tensorrt"):
+        til_maps.map_slides([small_slide], tiny_model, tmp_path / "bad", scheduler=None, candidates=["tensorrt"])
+    assert not (tmp_path / "bad" / Path(small_slide).stem).exists()
 
 
 def test_onnx_session_names_a_damaged_file(tmp_path):

@@ -121,3 +121,19 @@ def test_a_bad_paper_profile_stops_the_dry_run_in_seconds(tmp_path):
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.jsonl"))
     print(f"stopped after {seconds:.1f} s")   # no speed assert: the machine is shared
+
+
+def test_set_overrides_replace_one_key_and_go_through_the_same_checks(paper):
+    cfg = runner.apply_overrides(paper, ["pcam_idc_zoo.pcam_models=[b2]", "til_nar_resrep.cv_folds=2",
+                                         "streaming_sgd.memory_sizes=[512, 1024]"])
+    assert cfg["benchmarks"]["pcam_idc_zoo"]["pcam_models"] == ["b2"]
+    assert cfg["benchmarks"]["til_nar_resrep"]["cv_folds"] == 2
+    assert cfg["benchmarks"]["streaming_sgd"]["memory_sizes"] == [512, 1024]
+    assert paper["benchmarks"]["til_nar_resrep"]["cv_folds"] == 5   # the profile itself is untouched
+    validate.check_profile(cfg, ROOT)
+    with pytest.raises(validate.ProfileError, match="key 'epochs': -1 must not be negative"):
+        validate.check_profile(runner.apply_overrides(paper, ["resrep.epochs=-1"]), ROOT)
+    for bad, why in [("resrep.epochs", "expected BENCHMARK.KEY=VALUE"), ("epochs=3", "expected BENCHMARK.KEY=VALUE"),
+                     ("nosuch.epochs=3", "no benchmark 'nosuch'"), ("resrep.networks=[a, b", "not valid YAML")]:
+        with pytest.raises(ValueError, match=why):
+            runner.apply_overrides(paper, [bad])

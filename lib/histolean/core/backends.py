@@ -419,7 +419,7 @@ def time_on_backends(networks: dict, label: str, *, batch_size: int, repeats: in
         x = rng.standard_normal((batch_size, 3, int(size), int(size))).astype(np.float32)  # already normalised
         for text in labels:
             predict = make_predictor(module, text, threads=threads, input_size=int(size),
-                                              export_dir=export_dir, batch_size=batch_size)
+                                     export_dir=export_dir, batch_size=batch_size)
             log = logs[(name, text)] = []
             calls[f"{name}@{text}"] = _recording(lambda p=predict, x=x: p(x), log)
     timing = measure.compare_speed(calls, repeats=repeats, warmup=warmup, items_per_call=batch_size)

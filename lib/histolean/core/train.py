@@ -403,8 +403,12 @@ def recalibrate_batchnorm(net: torch.nn.Module, loader, device=None) -> None:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches
     net.train()
-    for x, _ in loader:
-        net(x.to(device) if device is not None else x)
+    batches = dryrun.first(len(loader)) if dryrun.active() else None   # a dry run: one batch
+    with torch.no_grad():
+        for i, (x, _) in enumerate(loader):
+            if batches is not None and i >= batches:
+                break
+            net(x.to(device) if device is not None else x)
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     net.eval()

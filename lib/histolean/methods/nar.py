@@ -20,6 +20,7 @@ import numpy as np
 
 from histolean.core import arch
 from histolean.core.arch import Spec
+from histolean.util import dryrun
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15   # the paper's grid-search result
 
@@ -96,7 +97,8 @@ def grid_search(score_fn: Callable[[float, float, float], float], *,
     ``|alpha * beta^2 * gamma^2 - target| <= tol`` is scored with ``score_fn(alpha, beta, gamma)``
     (higher is better: e.g. the validation AUC of a short training run of ``reduce(spec, 1, ...)``).
     Returns all candidates, best first; a score that is NaN or raises is ranked last (NaN);
-    when every candidate fails, a RuntimeError says so.
+    when every candidate fails, a RuntimeError says so. A dry run (``histolean.util.dryrun``)
+    scores the first feasible candidate only.
     """
     grids = [tuple(float(v) for v in (g if g is not None else _default_grid())) for g in (alphas, betas, gammas)]
     for name, g in zip(("alphas", "betas", "gammas"), grids):
@@ -111,6 +113,7 @@ def grid_search(score_fn: Callable[[float, float, float], float], *,
     if not feasible:
         raise ValueError(f"grid_search: no (alpha, beta, gamma) on the grids satisfies |alpha*beta^2*gamma^2 - "
                          f"{target}| <= {tol}; widen the grids or the tolerance")
+    feasible = feasible[:dryrun.first(len(feasible))]   # a dry run scores the first candidate only
     iterator = feasible
     if progress:
         from tqdm.auto import tqdm

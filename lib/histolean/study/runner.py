@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -54,6 +55,26 @@ def load_profile(profile: str, root: str | os.PathLike | None = None) -> dict:
     cfg.setdefault("seed", 0)
     cfg.setdefault("cell_timeout_s", 1800)  # papermill stops a notebook when one cell runs longer
     cfg["profile"] = profile
+    return cfg
+
+
+def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
+    """``cfg`` with ``BENCHMARK.KEY=VALUE`` settings replaced (VALUE read as YAML: ``3``, ``[b2, b6]``,
+    ``{resnet50v2: {base_input: 240}}``), as ``histolean run --set`` gives them. The result goes
+    through the same profile validation as the file, so a bad value still names its key."""
+    cfg = {**cfg, "benchmarks": {name: dict(p) for name, p in cfg["benchmarks"].items()}}
+    for text in overrides or []:
+        target, sep, value = text.partition("=")
+        benchmark, dot, key = target.strip().partition(".")
+        if not sep or not dot or not key:
+            raise ValueError(f"--set {text!r}: expected BENCHMARK.KEY=VALUE, e.g. pcam_idc_zoo.epochs=2")
+        if benchmark not in cfg["benchmarks"]:
+            raise ValueError(f"--set {text!r}: no benchmark {benchmark!r} in profile {cfg['profile']!r} "
+                             f"(benchmarks: {', '.join(cfg['benchmarks'])})")
+        try:
+            cfg["benchmarks"][benchmark][key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--set {text!r}: the value is not valid YAML ({' '.join(str(err).split())})") from None
     return cfg
 
 
@@ -235,10 +256,12 @@ def _record_failure(out, benchmark, fp, seconds, error, started=None) -> Outcome
 def run(profile: str = "default", only: list[str] | None = None, force: bool = False,
         root: str | os.PathLike | None = None, data_root: str | None = None,
         progress: bool = True, out: str | os.PathLike | None = None, scheduler: str | None = None,
-        dry_run: bool = False) -> list[Outcome]:
+        dry_run: bool = False, overrides: list[str] | None = None) -> list[Outcome]:
     """Run the study's benchmarks for ``profile`` (all, or ``only`` these) into
     ``out`` (default ``outputs/<profile>``). With ``scheduler`` (or a ``scheduler:``
     key in the profile), each benchmark runs as a task on that Dask cluster.
+    ``overrides``: ``BENCHMARK.KEY=VALUE`` settings over the profile's (:func:`apply_overrides`);
+    a benchmark run with other settings is stale, so it runs again.
 
     ``dry_run``: every notebook with the profile's settings but its loops cut to their first step
     (:mod:`histolean.util.dryrun`), into ``outputs/<profile>-dry-run``, always re-run. The
@@ -246,7 +269,7 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     from tqdm.auto import tqdm
 
     root = project_root(root)
-    cfg = load_profile(profile, root)
+    cfg = apply_overrides(load_profile(profile, root), overrides)
     names = list(cfg["benchmarks"])
     if only:
         unknown = [n for n in only if n not in cfg["benchmarks"]]
@@ -286,9 +309,14 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
 
 
 def _dry_run_benchmark(name, cfg, root, out, data_root) -> Outcome:
-    """One notebook with its loops cut to their first step, measured into its own log."""
+    """One notebook with its loops cut to their first step, measured into its own log; from nothing: the
+    benchmark's folders of an earlier dry run (models/<name>, cache/<name>, ... and <name>/) are removed
+    first, or its notebook would resume finished trainings and measure none of them."""
     log = dry_run_table.log_path(out, name)
     log.unlink(missing_ok=True)
+    for folder in [*Path(out).glob(f"*/{name}"), Path(out) / name]:
+        if folder.is_dir():
+            shutil.rmtree(folder)
     with dryrun.enabled(log):
         return run_benchmark(name, cfg, root, out, force=True, data_root=data_root)
 

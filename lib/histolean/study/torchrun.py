@@ -33,12 +33,13 @@ def _free_port() -> int:
 
 
 def run(profile: str = "default", only: list[str] | None = None, force: bool = False,
-        root: str | os.PathLike | None = None, data_root: str | None = None) -> list[runner.Outcome]:
+        root: str | os.PathLike | None = None, data_root: str | None = None,
+        overrides: list[str] | None = None) -> list[runner.Outcome]:
     """``runner.run`` for one rank of a torchrun launch; every rank gets the same outcomes."""
     import torch.distributed as dist
 
     root = project_root(root)
-    cfg = runner.load_profile(profile, root)
+    cfg = runner.apply_overrides(runner.load_profile(profile, root), overrides)
     if not dist.is_initialized():
         # the runners' own group (decisions, ports, outcomes); a rank may wait for the others to finish
         # a notebook, so for as long as a notebook may run, not gloo's default 30 minutes

@@ -209,7 +209,7 @@ def _map_one(slide_path: str, model_path: str, out_dir: str, choice: dict, threa
 
 
 def _choose_for_slides(paths: list[str], model: TilModel, backend: str, threads: int | None, mpp,
-                       out_dir: Path) -> dict:
+                       out_dir: Path, candidates: list[str] | None = None) -> dict:
     """The backend choice for a slide set, on the first slide whose patches can be read; an explicit
     label where none can (the slides' own rows then say why they failed)."""
     for path in paths if backend == AUTO else paths[:1]:
@@ -219,7 +219,7 @@ def _choose_for_slides(paths: list[str], model: TilModel, backend: str, threads:
         except Exception:  # noqa: BLE001 (this slide's own row will say what is wrong with it)
             continue
         return choose(model, patches, backend=backend, threads=threads, cache_dir=out_dir / ".backend",
-                      onnx_dir=out_dir / ".onnx")
+                      onnx_dir=out_dir / ".onnx", candidates=candidates)
     label = "onnxruntime" if backend == AUTO else backend
     backend_name, precision = backends.parse_label(label)
     return {"label": backends.label(backend_name, precision), "backend": backend_name,
@@ -254,7 +254,7 @@ def check_before_work(out_dir, scheduler=None, **settings) -> None:
 def map_slides(inputs: Iterable[str | os.PathLike], model_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                scheduler="local", n_workers: int = 2, threads: int | None = None,
                backend: str = DEFAULT_BACKEND, progress: bool = True, min_auc: float = checks.DEFAULT_MIN_AUC,
-               allow_weak_model: bool = False, **kwargs) -> list[dict]:
+               allow_weak_model: bool = False, candidates: list[str] | None = None, **kwargs) -> list[dict]:
     """Map every slide (files or folders) with the checkpoint at ``model_path``; one summary per slide,
     in input order, ``status`` done / skipped / failed (with ``error``). A failed slide never stops
     the others.
@@ -267,7 +267,8 @@ def map_slides(inputs: Iterable[str | os.PathLike], model_path: str | os.PathLik
     scheduler file or a ``distributed.Client`` uses a running cluster, None maps in this process.
     ``threads`` per worker (default: the cores shared out among the local workers). ``backend``: a
     label or ``auto``, chosen here once, before any worker starts, on held-out patches of the first
-    readable slide (cached under ``out_dir/.backend``): every slide is mapped on it.
+    readable slide (cached under ``out_dir/.backend``): every slide is mapped on it. ``candidates``:
+    the labels ``auto`` chooses among (default: every backend this machine runs).
     Other keywords go to :func:`map_slide`.
     """
     from tqdm.auto import tqdm
@@ -289,7 +290,10 @@ def map_slides(inputs: Iterable[str | os.PathLike], model_path: str | os.PathLik
         if scheduler == "local" or isinstance(scheduler, Client):  # cores known: share them out
             threads = threads or max(1, (os.cpu_count() or 1) // n_workers)
     # chosen (and exported) once here, not in every worker; the workers are as many as the timing assumed
-    choice = _choose_for_slides(paths, model, backend, threads, kwargs.get("mpp"), out_dir)
+    if candidates is not None:
+        for label in candidates:
+            check_backend(label)
+    choice = _choose_for_slides(paths, model, backend, threads, kwargs.get("mpp"), out_dir, candidates)
     task = functools.partial(_map_one, model_path=str(model_path), out_dir=str(out_dir), choice=choice,
                              progress=progress, min_auc=min_auc, allow_weak_model=allow_weak_model, **kwargs)
     with tqdm(total=len(paths), desc="slides", unit="slide", disable=not progress) as overall:
