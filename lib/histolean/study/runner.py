@@ -311,12 +311,14 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
 def _dry_run_benchmark(name, cfg, root, out, data_root) -> Outcome:
     """One notebook with its loops cut to their first step, measured into its own log; from nothing: the
     benchmark's folders of an earlier dry run (models/<name>, cache/<name>, ... and <name>/) are removed
-    first, or its notebook would resume finished trainings and measure none of them."""
+    first, or its notebook would resume finished trainings and measure none of them. Only in a dry run's
+    own folder (``...-dry-run``): never in a folder of real results passed as ``out``."""
     log = dry_run_table.log_path(out, name)
     log.unlink(missing_ok=True)
-    for folder in [*Path(out).glob(f"*/{name}"), Path(out) / name]:
-        if folder.is_dir():
-            shutil.rmtree(folder)
+    if Path(out).name.endswith(dryrun.SUFFIX):
+        for folder in [*Path(out).glob(f"*/{name}"), Path(out) / name]:
+            if folder.is_dir():
+                shutil.rmtree(folder)
     with dryrun.enabled(log):
         return run_benchmark(name, cfg, root, out, force=True, data_root=data_root)
 
