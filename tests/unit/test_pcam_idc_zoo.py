@@ -174,7 +174,9 @@ def test_a_dry_run_trains_one_batch_and_logs_the_step_for_the_table(tmp_path):
     with dryrun.enabled(log):
         res = kz.fit_and_test(kz.build("b2", 16), (tr.images, tr.labels), (va.images, va.labels),
                               (te.images, te.labels), epochs=15, batch_size=8, lr=1e-3)
-    assert len(res["history"]) == 1 and res["metrics"]["n_test"] == 8   # one epoch, one batch of each split
+    # one epoch of one training batch; the validation and test sets are the caller's, whole (probabilities
+    # line up with its labels)
+    assert len(res["history"]) == 1 and res["metrics"]["n_test"] == 16 and len(res["valid_probs"]) == 16
     (entry,) = dryrun.read_log(log)
     # the table extrapolates the full run: 15 epochs of ceil(40 / 8) steps
     assert entry["kind"] == "fit" and entry["epochs"] == 15 and entry["steps_per_epoch"] == 5

@@ -403,11 +403,8 @@ def recalibrate_batchnorm(net: torch.nn.Module, loader, device=None) -> None:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches
     net.train()
-    batches = dryrun.first(len(loader)) if dryrun.active() else None   # a dry run: one batch
     with torch.no_grad():
-        for i, (x, _) in enumerate(loader):
-            if batches is not None and i >= batches:
-                break
+        for x, _ in itertools.islice(loader, dryrun.first(len(loader))):   # a dry run: one batch
             net(x.to(device) if device is not None else x)
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum

@@ -151,21 +151,11 @@ def image_split(names, labels_per_image: dict[str, np.ndarray], fractions=(0.6, 
     names = sorted(names, key=lambda n: int(n[3:]) if n[3:].isdigit() else n)
     n = len(names)
     n_valid, n_test = max(1, round(fractions[1] * n)), max(1, round(fractions[2] * n))
-    overall = np.concatenate([labels_per_image[k] for k in names]).mean()
-    rng = np.random.default_rng(seed)
-    best, best_score = None, np.inf
-    for _ in range(tries):
-        order = rng.permutation(n)
-        parts = {"valid": order[:n_valid], "test": order[n_valid:n_valid + n_test], "train": order[n_valid + n_test:]}
-        score = 0.0
-        for idx in parts.values():
-            labels = np.concatenate([labels_per_image[names[i]] for i in idx] or [np.zeros(0)])
-            if len(np.unique(labels)) < 2:
-                score = np.inf
-                break
-            score = max(score, abs(labels.mean() - overall))
-        if score < best_score:
-            best, best_score = parts, score
+
+    def cut(order):
+        return {"valid": order[:n_valid], "test": order[n_valid:n_valid + n_test], "train": order[n_valid + n_test:]}
+
+    best = _most_balanced(names, labels_per_image, cut, seed, tries)
     if best is None:
         raise ValueError(f"image_split: no split of {n} images gives both classes in every split")
     return {names[i]: split for split, idx in best.items() for i in idx}
@@ -185,24 +175,33 @@ def image_folds(names, labels_per_image: dict[str, np.ndarray], n_folds: int = 5
     if len(names) < n_folds:
         raise ValueError(f"image_folds: {len(names)} image(s) cannot make {n_folds} folds by image; "
                          f"cross-validation needs at least one image per fold (use fewer folds or more images)")
+    best = _most_balanced(names, labels_per_image, lambda order: dict(enumerate(np.array_split(order, n_folds))),
+                          seed, tries)
+    if best is None:
+        raise ValueError(f"image_folds: no assignment of {len(names)} images to {n_folds} folds gives both classes "
+                         "(TIL-positive and -negative windows) in every fold; use fewer folds or more images")
+    return {names[i]: fold for fold, idx in best.items() for i in idx}
+
+
+def _most_balanced(names, labels_per_image: dict[str, np.ndarray], partition, seed: int, tries: int) -> dict | None:
+    """Of ``tries`` seeded shuffles of the images cut by ``partition`` (shuffled indices -> {part: indices}),
+    the one whose parts' positive fractions are closest to the overall one, every part holding both
+    classes; None when no shuffle gives that."""
     overall = np.concatenate([labels_per_image[k] for k in names]).mean()
     rng = np.random.default_rng(seed)
     best, best_score = None, np.inf
     for _ in range(tries):
-        parts = np.array_split(rng.permutation(len(names)), n_folds)
+        parts = partition(rng.permutation(len(names)))
         score = 0.0
-        for idx in parts:
-            labels = np.concatenate([labels_per_image[names[i]] for i in idx])
+        for idx in parts.values():
+            labels = np.concatenate([labels_per_image[names[i]] for i in idx] or [np.zeros(0)])
             if len(np.unique(labels)) < 2:
                 score = np.inf
                 break
             score = max(score, abs(labels.mean() - overall))
         if score < best_score:
             best, best_score = parts, score
-    if best is None:
-        raise ValueError(f"image_folds: no assignment of {len(names)} images to {n_folds} folds gives both classes "
-                         "(TIL-positive and -negative windows) in every fold; use fewer folds or more images")
-    return {names[i]: fold for fold, idx in enumerate(best) for i in idx}
+    return best
 
 
 def load_til_windows(split: str, root=None, limit: int | None = None, seed: int = 0, size: int | None = None,

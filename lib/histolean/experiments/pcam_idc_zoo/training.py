@@ -128,10 +128,9 @@ def fit_and_test(model: keras.Model, train_set, valid_set, test_set, *, epochs: 
         raise ValueError(f"fit_and_test: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = train_set, valid_set, test_set
     asked_epochs, full_steps = int(epochs), math.ceil(len(y_tr) / int(batch_size))
-    if dryrun.active():   # one epoch of one batch, one batch to validate and test: the profile's models and sizes
-        epochs = 1
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (first_batch(x, y, int(batch_size))
-                                                    for x, y in ((x_tr, y_tr), (x_va, y_va), (x_te, y_te)))
+    if dryrun.active():   # one epoch of one batch (the profile's models and sizes); the caller cuts its
+        epochs = 1        # validation and test sets, whose labels it scores the returned probabilities against
+        x_tr, y_tr = first_batch(x_tr, y_tr, int(batch_size))
     keras.utils.set_random_seed(int(seed))
     # jit_compile=False: XLA on a 2-core CPU made steps slower here and tracing no faster
     model.compile(optimizer=keras.optimizers.Adam(float(lr)), loss="binary_crossentropy", metrics=["accuracy"],

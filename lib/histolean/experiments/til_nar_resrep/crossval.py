@@ -129,9 +129,7 @@ class CrossValidation:
             bar = tqdm(total=len(jobs), desc="trainings (fold x variant)", unit="job")
         done: dict[Job, dict] = {}
 
-        def finished(job, result):
-            if isinstance(result, Exception):
-                return
+        def finished(job, result):   # both mappers raise a job's exception rather than pass it here
             done[job] = result
             if bar is not None:
                 bar.update(1)
