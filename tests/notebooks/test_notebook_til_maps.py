@@ -77,7 +77,10 @@ def test_agreement_and_speed_rows_are_consistent(notebook_run):
     assert {r["setting"]["role"] for r in speed} == {"original", "reduced"}
     for r in speed:
         m = r["metrics"]
-        assert m["model_per_s"] > 0 and m["end_to_end_per_s"] > 0
+        assert m["model_per_s"] > 0 and m["end_to_end_per_s"] > 0 and m["read_per_s"] > 0
+        assert 0 < m["reading_bound"] < 1 and m["ms_per_patch"]["reading"] > 0
+        assert m["cores"] is None or len(m["cores"]) == r["threads"]  # model and reader on one budget
+        assert m["reader"] == "tifffile+imagecodecs, checked against OpenSlide"  # OpenSlide's pixels, decoded fast
         assert m["speedup_min"] <= m["speedup"] <= m["speedup_max"]
         if r["method"] == r["setting"]["reference"]:
             assert m["speedup"] == pytest.approx(1.0)

@@ -3,6 +3,8 @@ streaming claim itself (peak memory of a step bounded by the tile, not the image
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from histolean.core import measure
@@ -107,3 +109,32 @@ def test_inference_speed_gives_throughput_and_latency_side_by_side():
     assert out["b"]["latency_ms_min"] <= out["b"]["latency_ms"] <= out["b"]["latency_ms_max"]
     assert out["b"]["speedup_min"] <= out["b"]["speedup"] <= out["b"]["speedup_max"]
     assert out["b"]["throughput_per_s"] == pytest.approx(2 / (out["b"]["batch_ms"] / 1e3))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and at least two CPUs to confine to one")
+def test_cpu_budget_confines_every_thread_and_restores_them():
+    import threading
+
+    before = os.sched_getaffinity(0)
+    seen, ready, done = {}, threading.Event(), threading.Event()
+
+    def worker():  # started before the budget: confined too
+        ready.set()
+        done.wait(5)
+        seen["old"] = os.sched_getaffinity(0)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait(5)
+    with measure.cpu_budget(1) as cores:
+        assert len(cores) == 1 and os.sched_getaffinity(0) == set(cores)
+        inner = threading.Thread(target=lambda: seen.setdefault("new", os.sched_getaffinity(0)))
+        inner.start()
+        inner.join()
+        done.set()
+        t.join()
+    assert seen == {"old": set(cores), "new": set(cores)}
+    assert os.sched_getaffinity(0) == before
+    with measure.cpu_budget(None) as none, measure.cpu_budget(len(before)) as all_of_them:
+        assert none is None and all_of_them is None and os.sched_getaffinity(0) == before

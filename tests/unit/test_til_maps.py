@@ -358,3 +358,22 @@ def test_strip_reading_gives_the_pixels_of_one_read_per_patch(real_data, name, m
         one_by_one = np.stack([grid.read(int(i)) for i in index])
         np.testing.assert_array_equal(wsi.read_patches(grid, index), one_by_one)
         assert wsi.read_patches(grid, []).shape == (0, 36, 36, 3)
+
+
+def test_compare_backends_times_model_reading_and_end_to_end_on_one_core_budget(tiny_model, small_slide, tmp_path):
+    model = til_maps.load_til_model(tiny_model)
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    with til_maps.open_slide(small_slide, {}) as slide:
+        res = til_maps.compare_backends(model, slide, ["torch", "onnxruntime"], n_patches=12, batch_size=4,
+                                        repeats=2, threads=1, onnx_dir=tmp_path)
+    assert list(res) == ["torch", "onnxruntime"]
+    for r in res.values():
+        assert r["check"]["passed"] and r["n_patches"] == 12
+        assert r["end_to_end_share"] == pytest.approx(r["end_to_end_per_s"] / r["model_per_s"])
+        ms = r["ms_per_patch"]
+        assert ms["reading"] == pytest.approx(1e3 / r["read_per_s"]) and ms["model"] > 0
+        assert r["reading_bound"] == pytest.approx(ms["model"] / (ms["model"] + ms["reading"]))
+    assert res["torch"]["read_per_s"] == res["onnxruntime"]["read_per_s"]  # one reader for all
+    if before is not None and len(before) > 1:
+        assert len(res["torch"]["cores"]) == 1
+        assert os.sched_getaffinity(0) == before  # the process is given its CPUs back

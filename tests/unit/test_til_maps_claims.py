@@ -125,6 +125,18 @@ def test_end_to_end_claim(share, verdict):
     assert claim(rows(share=share), "reading overlaps").verdict == verdict
 
 
+def test_end_to_end_claim_says_where_the_time_goes_below_the_goal():
+    r = rows(share=0.95)
+    slow = next(x for x in r if x["kind"] == "speed" and x["method"] == "onnxruntime"
+                and x["setting"]["role"] == "reduced")["metrics"]
+    slow.update(end_to_end_share=0.8, ms_per_patch={"model": 2.0, "reading": 0.5, "end_to_end": 2.5},
+                reading_bound=0.8, cores=[0])
+    c = claim(r, "reading overlaps")
+    assert c.verdict == FAILS
+    assert "onnxruntime reduced model 2.00 ms, reading 0.50 ms (at best 80% with the two sharing" in c.ours
+    assert "torch original model" not in c.ours  # only the ones below the goal
+
+
 @pytest.mark.parametrize("diff, verdict", [(0.0, HOLDS), (1e-7, FAILS), (float("nan"), FAILS)])
 def test_dask_claim(diff, verdict):
     assert claim(rows(diff=diff), "Dask").verdict == verdict

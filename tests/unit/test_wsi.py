@@ -108,3 +108,19 @@ def test_read_region_um(synthetic):
     assert native.shape == (80, 80, 3)  # 40 um at 0.5 um/px
     small = wsi.read_region_um(slide, 0, 0, 400, 200, size=(100, 50))
     assert small.shape == (50, 100, 3)
+
+
+def test_rgba_on_white_keeps_opaque_pixels_and_blends_transparent_ones():
+    from histolean.data.wsi import _rgba_on_white
+
+    rgba = np.random.default_rng(0).integers(0, 256, (4, 5, 4)).astype(np.uint8)
+    rgba[..., 3] = 255
+    opaque = _rgba_on_white(rgba)
+    np.testing.assert_array_equal(opaque, rgba[..., :3])
+    assert opaque.flags.c_contiguous and opaque.flags.writeable
+    rgba[0, 0] = (100, 0, 50, 0)      # outside the scan: white
+    rgba[0, 1] = (100, 0, 50, 128)    # half covered: halfway to white
+    out = _rgba_on_white(rgba)
+    assert out[0, 0].tolist() == [255, 255, 255]
+    assert out[0, 1].tolist() == [177, 127, 152]   # 255 * (1 - 128/255) + c * 128/255
+    np.testing.assert_array_equal(out[1:], rgba[1:, :, :3])

@@ -23,6 +23,7 @@ first measured call (after ``warmup`` unmeasured ones) gives the memory and
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib
@@ -105,6 +106,38 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu") -> di
     # process_peak_bytes: everything resident at the peak (libraries, model, the input ...), not only the call's
     return {"peak_bytes": max(0, process_peak - before) * 1024, "method": method, "time_s": elapsed,
             "result": result, "process_peak_bytes": process_peak * 1024, "baseline_bytes": before * 1024}
+
+
+@contextlib.contextmanager
+def cpu_budget(cores: int | None):
+    """Confine the whole process (every thread it has, and threads started inside) to ``cores`` of the
+    CPUs it may use, for the block; yields the CPU ids, or None where nothing was confined (``cores``
+    None or not below the CPUs available, or no ``sched_setaffinity``: not Linux).
+
+    A timing with a reader thread beside the model then pays for reading out of the same cores the
+    model-only timing had, as a machine mapping one slide per core does."""
+    tasks = Path("/proc/self/task")
+    if not cores or not hasattr(os, "sched_setaffinity") or not tasks.is_dir():
+        yield None
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    if int(cores) >= len(allowed):
+        yield None
+        return
+    chosen = set(allowed[:int(cores)])
+
+    def set_all(cpus) -> None:
+        for tid in tasks.iterdir():
+            try:
+                os.sched_setaffinity(int(tid.name), cpus)
+            except (ProcessLookupError, PermissionError, OSError):  # a thread that ended meanwhile
+                pass
+
+    set_all(chosen)
+    try:
+        yield sorted(chosen)
+    finally:
+        set_all(set(allowed))
 
 
 def time_per_call(fn: Callable[[], Any], repeats: int = 3, device: str | torch.device = "cpu") -> list[float]:

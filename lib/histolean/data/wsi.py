@@ -59,6 +59,10 @@ class Slide:
             raise data_error(self.path, "the slide does not record its microns per pixel (no openslide.mpp-x "
                              "property)", "Pass it explicitly, e.g. wsi.open_slide(path, mpp=0.25) for 40x or "
                              "mpp=0.5 for 20x")
+        # level 0 is decoded tile by tile when that gives OpenSlide's pixels (data.tiff_tiles), decided
+        # at the first level-0 read; ``reader`` says which reads them
+        self._tiles, self._tiles_decided, self._tiles_lock = None, False, threading.Lock()
+        self.reader = "openslide"
 
     # Geometry -------------------------------------------------------------------------
     @property
@@ -91,6 +95,11 @@ class Slide:
     # Pixels ---------------------------------------------------------------------------
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         """RGB uint8 (h, w, 3) at ``level``; ``location`` is level-0 (x, y). Transparent = white."""
+        if level == 0 and self._level0_tiles() is not None:
+            return self._tiles.region(int(location[0]), int(location[1]), int(size[0]), int(size[1]))
+        return self._openslide_region(location, level, size)
+
+    def _openslide_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         import openslide
 
         try:
@@ -101,6 +110,26 @@ class Slide:
                              "The file may be truncated; re-download it") from None
         return _rgba_on_white(rgba)
 
+    def _level0_tiles(self):
+        if not self._tiles_decided:
+            from histolean.data import tiff_tiles
+
+            with self._tiles_lock:
+                if not self._tiles_decided:
+                    self._tiles, why = tiff_tiles.open_level0(
+                        self.path, self.dimensions, lambda x, y, w, h: self._openslide_region((x, y), 0, (w, h)))
+                    self.reader = "tifffile+imagecodecs, " + why if self._tiles is not None else f"openslide ({why})"
+                    self._tiles_decided = True
+        return self._tiles
+
+    def reset_cache(self, cache_bytes: int = 32 * 2 ** 20) -> None:
+        """Forget every decoded tile, as for a slide never read (timings that must decode again)."""
+        import openslide
+
+        self._osr.set_cache(openslide.OpenSlideCache(int(cache_bytes)))
+        if self._tiles is not None:
+            self._tiles.reset_cache(cache_bytes)
+
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         w, h = self.dimensions
         scale = max_size / max(w, h)
@@ -109,6 +138,8 @@ class Slide:
 
     def close(self) -> None:
         self._osr.close()
+        if self._tiles is not None:
+            self._tiles.close()
 
     def __enter__(self) -> "Slide":
         return self
@@ -124,6 +155,8 @@ class Slide:
 def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:
     if rgba.shape[-1] == 3:
         return rgba.astype(np.uint8)
+    if rgba[..., 3].min() == 255:  # opaque (inside the scanned area): a view, no blending (half of a read's cost)
+        return np.ascontiguousarray(rgba[..., :3])
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1 - alpha)
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)

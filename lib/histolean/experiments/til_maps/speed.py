@@ -1,4 +1,5 @@
-"""Backends side by side: model-only and end-to-end patches/s of each, in one interleaved timing run."""
+"""Backends side by side: model-only, reading and end-to-end patches/s of each, in one interleaved timing run
+(one core budget for all)."""
 
 from __future__ import annotations
 
@@ -13,40 +14,68 @@ from histolean.experiments.til_maps.model import TilModel
 from histolean.experiments.til_maps.predict import Predictor, torch_threads
 from histolean.experiments.til_maps.slides import window
 
+READ = "reader/read"                 # the reader alone, one entry for all backends
+READ_PATCHES = 4096                  # reading alone is timed on up to this many patches of the slide
+TILE_CACHE_BYTES = 32 * 2 ** 20      # OpenSlide's default tile cache: what a map reads a slide with
+
 
 def compare_backends(model: TilModel, slide: wsi.Slide, backends: Iterable[str], *, n_patches: int = 64,
                      batch_size: int = 16, repeats: int = 5, warmup: int = 1, threads: int | None = None,
                      onnx_dir=None, progress: bool = False) -> dict[str, dict]:
-    """Model-only and end-to-end patches/s of each backend on ``n_patches`` tissue patches of
-    ``slide``, timed side by side in one :func:`histolean.core.measure.compare_speed` run (reference:
-    the first backend).
+    """Model-only, reading-only and end-to-end patches/s of each backend on ``n_patches`` tissue
+    patches of ``slide``, timed side by side in one :func:`histolean.core.measure.compare_speed` run
+    (reference: the first backend's model-only time).
 
-    The patches are ``n_patches`` consecutive tissue patches from the middle of the slide (raster
-    order, as a whole-slide map reads them). Model-only: patches already in memory -> probabilities.
-    End-to-end: the same patches read from the slide (OpenSlide's tile cache off, so every round decodes
-    again) and resized by the prefetching reader while the model runs. Per backend:
-    ``model_per_s``, ``end_to_end_per_s``,
-    ``end_to_end_share`` (end-to-end / model-only), ``speedup`` (model-only, against the reference,
-    median over rounds, with ``speedup_min``/``speedup_max``), ``end_to_end_speedup`` and
-    ``label`` and ``precision`` (the backend as ``core.backends`` names it), ``check`` (its predictions
-    against eager float32 on the same patches: max probability difference, agreement, passed),
-    ``first_call_s`` (one call before timing: ONNX session or torch.compile included), and the
-    1-minute ``load_average`` of the machine after timing. ``threads`` is given to every backend
-    for the duration of the timing (one thread: a fair engine comparison that a busy shared machine
-    does not distort much; torch's OpenMP threads slow down several-fold when another process holds
-    one of the cores); torch's thread count is restored afterwards.
+    Model-only: ``n_patches`` consecutive tissue patches from the middle of the slide (raster order, as
+    a whole-slide map reads them), already in memory -> probabilities. End-to-end: the same patches
+    read from the slide and resized by the prefetching reader thread while the model runs. Reading: the
+    reader alone (strips read as ``slide.reader`` says, resized) over the slide's tissue patches, up to
+    ``READ_PATCHES`` (cheap; a window decodes more or fewer tiles per patch than a map does). Every
+    read starts with a fresh tile cache of the default size, as on an unseen slide: each round decodes
+    again, and a tile shared by neighbouring patches once, as in a map.
+
+    One budget for all: with ``threads`` set, the whole process (the model's threads and the reader
+    thread) is confined to ``threads`` cores while timing (``measure.cpu_budget``, Linux), so
+    end-to-end pays for its reading out of the cores model-only had, as a machine mapping one slide
+    per ``threads`` cores does; each backend also gets ``threads`` threads (one: a fair engine
+    comparison that a busy shared machine does not distort much). Per backend: ``model_per_s``,
+    ``read_per_s`` (the same reader for all), ``end_to_end_per_s``, ``end_to_end_share``
+    (end-to-end / model-only), ``reading_bound`` (model / (model + reading) time: the share when
+    reading and the model take turns on the budget), ``ms_per_patch`` (model, reading, end-to-end: where
+    the time goes), ``speedup`` (model-only, against the reference, median over rounds, with
+    ``speedup_min``/``speedup_max``), ``end_to_end_speedup``, ``label`` and ``precision`` (as
+    ``core.backends`` names it), ``check`` (its predictions against eager float32 on the same
+    patches), ``first_call_s`` (one call before timing: ONNX session or torch.compile included),
+    ``cores`` (the CPU ids timed on; None: not confined), ``reader`` (what decoded the slide's pixels)
+    and the 1-minute ``load_average`` after.
+    torch's thread count and the process's CPU affinity are restored afterwards.
     """
-    import openslide
-
     from histolean.core import measure
 
     backends = list(backends)
-    slide._osr.set_cache(openslide.OpenSlideCache(0))  # timed reads must decode, as on an unseen slide
+
+    def fresh_cache() -> None:  # an unseen slide: nothing decoded yet
+        slide.reset_cache(TILE_CACHE_BYTES)
+
+    def read_all() -> None:
+        fresh_cache()
+        for start in range(0, len(read_grid), batch_size):
+            wsi.read_patches(read_grid, np.arange(start, min(start + batch_size, len(read_grid))))
+
+    def end_to_end(predictor: Predictor) -> None:
+        fresh_cache()
+        wsi.predict_slide(grid, predictor, batch_size, prefetch=2)
+
     # consecutive patches, as a whole-slide map reads them (not spread out: neighbours share tiles)
-    grid = window(wsi.patch_grid(slide, patch_um=model.patch_um, size=model.input_size), n_patches)
+    whole = wsi.patch_grid(slide, patch_um=model.patch_um, size=model.input_size)
+    grid = window(whole, n_patches)
+    # reading alone is cheap: timed over the slide (up to READ_PATCHES), for the tiles per patch a map decodes
+    read_grid = window(whole, max(n_patches, READ_PATCHES))
     images = np.stack([grid.read(i) for i in range(len(grid))])
     calls, first_call, built = {}, {}, {}
     with torch_threads(threads):
+        # built and first called outside the budget: OpenVINO reads the CPUs it may use once, when its
+        # plugin first compiles, and would keep later models of the process on the budget's cores
         for backend in backends:
             predictor = built[backend] = Predictor(model, backend, threads=threads, onnx_dir=onnx_dir)
             t0 = time.perf_counter()
@@ -54,22 +83,33 @@ def compare_backends(model: TilModel, slide: wsi.Slide, backends: Iterable[str],
             first_call[backend] = time.perf_counter() - t0
             calls[f"{backend}/model"] = (lambda p=predictor: [p(images[i:i + batch_size])
                                                               for i in range(0, len(images), batch_size)])
-            calls[f"{backend}/end_to_end"] = (lambda p=predictor: wsi.predict_slide(grid, p, batch_size, prefetch=2))
-        timing = measure.compare_speed(calls, reference=f"{backends[0]}/model", repeats=repeats, warmup=warmup,
-                                       items_per_call=len(grid), progress=progress)
-    checks = _checks(model, built, images)
+            calls[f"{backend}/end_to_end"] = (lambda p=predictor: end_to_end(p))
+        calls[READ] = read_all
+        with measure.cpu_budget(threads) as cores:
+            timing = measure.compare_speed(calls, reference=f"{backends[0]}/model", repeats=repeats,
+                                           warmup=warmup, items_per_call=len(grid), progress=progress)
+            timing[READ]["per_s"] = len(read_grid) / timing[READ]["median_s"]
+            # inside too: an OpenVINO model binds its calling thread to the cores it last ran on
+            checks = _checks(model, built, images)
+    fresh_cache()
     ref_e2e = timing[f"{backends[0]}/end_to_end"]["median_s"]
+    read = timing[READ]
     out = {}
     for backend in backends:
         m, e = timing[f"{backend}/model"], timing[f"{backend}/end_to_end"]
         out[backend] = {"label": built[backend].label, "precision": built[backend].precision,
-                        "check": checks[backend], "model_per_s": m["per_s"], "end_to_end_per_s": e["per_s"],
-                        "end_to_end_share": e["per_s"] / m["per_s"], "speedup": m["speedup"],
-                        "speedup_min": m["speedup_min"], "speedup_max": m["speedup_max"],
+                        "check": checks[backend], "model_per_s": m["per_s"], "read_per_s": read["per_s"],
+                        "end_to_end_per_s": e["per_s"], "end_to_end_share": e["per_s"] / m["per_s"],
+                        "reading_bound": m["per_s"] ** -1 / (m["per_s"] ** -1 + read["per_s"] ** -1),
+                        "ms_per_patch": {"model": 1e3 * m["median_s"] / len(grid),
+                                         "reading": 1e3 / read["per_s"],
+                                         "end_to_end": 1e3 * e["median_s"] / len(grid)},
+                        "speedup": m["speedup"], "speedup_min": m["speedup_min"], "speedup_max": m["speedup_max"],
                         "end_to_end_speedup": ref_e2e / e["median_s"], "first_call_s": first_call[backend],
                         "n_patches": len(grid), "batch_size": batch_size, "repeats": repeats, "threads": threads,
-                        "load_average": os.getloadavg()[0],
-                        "reference": backends[0], "timing": {"model": m, "end_to_end": e}}
+                        "cores": cores, "reader": slide.reader, "load_average": os.getloadavg()[0],
+                        "reference": backends[0],
+                        "timing": {"model": m, "end_to_end": e, "reading": read}}
     return out
 
 
