@@ -133,8 +133,19 @@ def test_end_to_end_claim_says_where_the_time_goes_below_the_goal():
                 reading_bound=0.8, cores=[0])
     c = claim(r, "reading overlaps")
     assert c.verdict == FAILS
-    assert "onnxruntime reduced model 2.00 ms, reading 0.50 ms (at best 80% with the two sharing" in c.ours
+    assert "onnxruntime reduced model 2.00 ms, reading 0.50 ms over the slide (at best 80% with the two" in c.ours
     assert "torch original model" not in c.ours  # only the ones below the goal
+
+
+def test_end_to_end_claim_fails_when_reading_the_whole_slide_would_not_keep_up():
+    r = rows(share=0.95)  # the timed window kept up ...
+    for x in r:
+        if x["kind"] == "speed":
+            x["metrics"].update(reading_bound=0.95, ms_per_patch={"model": 2.0, "reading": 0.1, "end_to_end": 2.1})
+    assert claim(r, "reading overlaps").verdict == HOLDS
+    r[5]["metrics"]["reading_bound"] = 0.85  # ... but reading the whole slide costs more per patch
+    c = claim(r, "reading overlaps")
+    assert c.verdict == FAILS and "at best 85%" in c.ours
 
 
 @pytest.mark.parametrize("diff, verdict", [(0.0, HOLDS), (1e-7, FAILS), (float("nan"), FAILS)])

@@ -175,20 +175,27 @@ def end_to_end_claim(rows: list[dict], scale: str) -> Claim:
     base = dict(paper=ISSUE, claim="reading overlaps compute, so end-to-end patches/s stays close to model-only",
                 paper_value=f"close (issue 22 sets the goal at >= {CLOSE_SHARE:g})",
                 rule=f"holds if end-to-end patches/s is at least {CLOSE_SHARE:g} of model-only (medians of rounds, "
-                     f"the reader and the model on the cores model-only had) for every backend and model; "
-                     f"fails otherwise",
+                     f"the reader and the model on the cores model-only had), and so is model / (model + reading) "
+                     f"time with reading timed over the slide (a window of patches can decode fewer tiles per "
+                     f"patch than a map), for every backend and model; fails otherwise",
                 scale=scale)
     if not speed:
         return Claim(**base, ours="not timed", verdict=NOT_TESTABLE)
     shares = [r["metrics"]["end_to_end_share"] for r in speed]
+    shares += [r["metrics"]["reading_bound"] for r in speed if r["metrics"].get("reading_bound") is not None]
     ours = "end-to-end / model-only: " + "; ".join(
         f"{r['method']} {r['setting']['role']} {r['metrics']['end_to_end_share']:.0%}" for r in speed)
-    short = [r for r in speed if r["metrics"]["end_to_end_share"] < CLOSE_SHARE and r["metrics"].get("ms_per_patch")]
+    short = [r for r in speed if r["metrics"].get("ms_per_patch")
+             and min(r["metrics"]["end_to_end_share"], r["metrics"]["reading_bound"]) < CLOSE_SHARE]
     if short:  # where the time goes
         ours += ". Below the goal, per patch: " + "; ".join(
             f"{r['method']} {r['setting']['role']} model {r['metrics']['ms_per_patch']['model']:.2f} ms, reading "
-            f"{r['metrics']['ms_per_patch']['reading']:.2f} ms (at best {r['metrics']['reading_bound']:.0%} with "
-            f"the two sharing the cores)" for r in short)
+            f"{r['metrics']['ms_per_patch']['reading']:.2f} ms over the slide (at best "
+            f"{r['metrics']['reading_bound']:.0%} with the two sharing the cores)" for r in short)
+    bounds = [r for r in speed if r["metrics"].get("reading_bound") is not None]
+    if bounds:
+        ours += "; model / (model + reading over the slide): " + "; ".join(
+            f"{r['method']} {r['setting']['role']} {r['metrics']['reading_bound']:.0%}" for r in bounds)
     return Claim(**base, ours=ours, verdict=claims.within(min(shares), CLOSE_SHARE, math.inf),
                  note="Reading (OpenSlide decoding, resizing) costs the same per patch whatever the backend, so "
                       "the faster the model, the more of the budget reading takes: on the same cores, end-to-end / "
