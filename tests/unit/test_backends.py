@@ -173,6 +173,11 @@ def test_a_cpu_without_bf16_falls_back_to_float32(no_bf16_cpu):
     assert backends.resolve_precision("openvino", "auto") == "fp32"
     assert "openvino:bf16" not in backends.available() and "torch_bf16" not in backends.available()
     assert precision.resolve("bf16", "cpu") == "bf16"   # asked for explicitly: honoured (emulated)
+    # a notebook's list keeps only what this CPU runs, in its order; torch_compile only on request
+    wanted = ["openvino:bf16", "torch", "torch_bf16", "torch_compile", "openvino:fp32"]
+    assert backends.runnable(wanted) == ["torch"] + (["openvino:fp32"] if "openvino:fp32" in backends.available()
+                                                     else [])
+    assert "torch_compile" in backends.runnable(wanted, include_compile=True)
 
 
 def test_auto_is_bf16_where_the_cpu_has_it(monkeypatch):

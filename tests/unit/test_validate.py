@@ -72,6 +72,10 @@ def test_input_sizes_below_a_networks_minimum(paper):
     lines = _problems(paper, "til_nar_resrep", architectures=archs)
     assert len(lines) == 1 and "key 'architectures.inception_v4.ir': level 3 takes 66 px" in lines[0]
     assert "below b6's minimum" in _problems(paper, "pcam_idc_zoo", idc_upscale=32)[0]
+    # notebook 02 builds both networks with the paper's IR levels: 128 px / 1.15^4 = 73 px < 75 (Inception V4)
+    lines = _problems(paper, "nar_cost", patch_px=128, throughput_models=["resnet50v2"])
+    assert lines == ["params/paper.yaml: benchmark 'nar_cost', key 'patch_px': IR k=4 takes 73 px: 73 px is below "
+                     "inception_v4's minimum input of 75 px; raise patch_px"]
 
 
 def test_unknown_keys_wrong_kinds_and_choices(paper):

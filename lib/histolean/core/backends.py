@@ -96,6 +96,13 @@ def available(include_compile: bool = False) -> list[str]:
     return out
 
 
+def runnable(labels, include_compile: bool = False) -> list[str]:
+    """Those of ``labels`` this machine runs (:func:`available`), in their order; ``openvino`` and
+    ``openvino:auto`` count as the precision the CPU gives them."""
+    here = set(available(include_compile))
+    return [b for b in labels if label(*parse_label(b)) in here]
+
+
 # Predictors ----------------------------------------------------------------------------------------
 def to_input(batch, mean=NORM_MEAN, std=NORM_STD) -> np.ndarray:
     """uint8 (b, h, w, 3) -> normalised float32 (b, 3, h, w); a float batch (b, c, h, w) passes unchanged."""

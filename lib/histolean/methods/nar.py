@@ -133,6 +133,10 @@ def grid_search(score_fn: Callable[[float, float, float], float], *,
     return sorted(ranking, key=lambda c: (math.isnan(c.score), -c.score if not math.isnan(c.score) else 0.0))
 
 
+# the NAR levels the paper's cost tables report per network (Table 3: ResNet50V2, Table 4: Inception V4)
+PAPER_NAR_LEVELS = {"resnet50v2": (1, 2, 3), "inception_v4": (1, 2, 3, 4, 5, 6)}
+
+
 def paper_variants(spec: Spec, nar_levels: Iterable[int] = (1, 2, 3),
                    ir_levels: Iterable[int] = (1, 2, 3, 4, 5, 6)) -> list[tuple[str, dict, Spec]]:
     """(method, setting, spec) for the original, its NAR levels and its IR levels, as the paper's Tables 3-4."""

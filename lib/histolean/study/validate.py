@@ -40,8 +40,7 @@ FRACTIONAL = {"warmup_epochs"}
 # the framework whose builders a benchmark's model names need (default torch)
 FRAMEWORK = {"pcam_idc_zoo": "keras"}
 # (size key, models key) pairs: every model of the list must take an input of that side
-INPUT_RULES = {"resrep": [("input_size", "networks")], "nar_cost": [("patch_px", "throughput_models")],
-               "til_maps": [("fallback_input_size", None)]}
+INPUT_RULES = {"resrep": [("input_size", "networks")], "til_maps": [("fallback_input_size", None)]}
 ZOO_PCAM_PX = 96      # PCam's native patch side: the zoo trains on it
 ZOO_IDC_KEY = "idc_upscale"   # None: the models that need more than IDC's 50 px are "not applicable", not an error
 NOT_LITERAL = object()   # a default the cell computes (not a literal): its kind is not checked
@@ -187,6 +186,31 @@ def _input_problems(benchmark: str, params: dict) -> list[tuple[str, str]]:
             out += [(ZOO_IDC_KEY, p) for p in (_too_small(m, side) for m in params.get("idc_models") or []) if p]
     if benchmark == "til_nar_resrep" and isinstance(params.get("architectures"), dict):
         out += _til_variant_problems(params["architectures"])
+    if benchmark == "nar_cost":
+        out += _nar_cost_problems(params.get("patch_px"))
+    return out
+
+
+def _nar_cost_problems(patch_px) -> list[tuple[str, str]]:
+    """Notebook 02 builds both networks at ``patch_px`` with the paper's IR and NAR levels (Tables 3-4):
+    the smallest of them must still reach the network's minimum."""
+    from histolean.methods import nar
+
+    if not isinstance(patch_px, int) or isinstance(patch_px, bool) or patch_px < 1:
+        return []   # reported as a bad number
+    out = []
+    for name, levels in nar.PAPER_NAR_LEVELS.items():
+        problem = _too_small(name, patch_px)
+        if problem:
+            out.append(("patch_px", problem))
+            continue
+        for method, setting, spec in nar.paper_variants(arch.spec(name, input_size=patch_px), nar_levels=levels):
+            problem = _too_small(name, spec.input_size)
+            if problem:
+                level = ", ".join(f"{k}={v}" for k, v in setting.items())
+                out.append(("patch_px", f"{method.upper()} {level} takes {spec.input_size} px: {problem}; "
+                                        "raise patch_px"))
+                break   # the smallest levels follow: one line per network
     return out
 
 

@@ -89,9 +89,14 @@ class CrossValidation:
         for task in self.tasks.values():
             check_images(task)
 
+    @functools.cached_property
+    def oof_test(self) -> PatchSet:
+        """The folds' test images pooled in fold order: the order of the out-of-fold predictions."""
+        return pooled_test([self.tasks[k].test for k in self.folds])
+
     def scored_task(self) -> TilTask:
         """The final fold's training and validation images, the folds' test images pooled: what the rows score."""
-        test = pooled_test([self.tasks[k].test for k in self.folds])
+        test = self.oof_test
         final = self.tasks[FINAL]
         return replace(final, test=test, description={**final.description, "evaluation": self.evaluation(test)})
 
@@ -154,7 +159,7 @@ class CrossValidation:
                    if (vid := v.id) not in per_fold.get(fold, {})]
         if missing:
             raise RuntimeError(f"cross-validation: trainings did not finish ({', '.join(missing)})")
-        test = pooled_test([self.tasks[k].test for k in folds])
+        test = self.oof_test
         pooled = {}
         for v in self.variants:
             final = per_fold[FINAL][v.id]
