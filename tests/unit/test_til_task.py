@@ -82,3 +82,10 @@ def test_missing_folder_falls_back_to_synthetic(tmp_path):
 def test_bad_arguments_name_the_parameter(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_til_task(root=tmp_path, **kwargs)
+
+
+def test_image_order_is_numeric_for_imgN_and_never_compares_a_number_with_a_name():
+    from histolean.data.crc import image_order
+
+    assert sorted(["img10", "img2", "img1"], key=image_order) == ["img1", "img2", "img10"]
+    assert sorted(["patient-b", "img3", "patient-a"], key=image_order) == ["img3", "patient-a", "patient-b"]

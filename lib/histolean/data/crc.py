@@ -85,7 +85,7 @@ def list_crc(root=None) -> list[CrcImage]:
             if d.is_dir() and d.name[3:].isdigit():
                 dirs.setdefault(d.name, []).append(d)
     images = []
-    for name in sorted(dirs, key=lambda n: int(n[3:])):
+    for name in sorted(dirs, key=image_order):
         candidates = dirs[name]
         bmp = next((d / f"{name}.bmp" for d in candidates if (d / f"{name}.bmp").is_file()), None)
         if bmp is None:
@@ -140,6 +140,12 @@ def til_windows(crc: CrcImage, shape: tuple[int, int] | None = None, window_um: 
     return rows
 
 
+def image_order(name: str) -> tuple:
+    """Sort key of an image (or group) name: ``imgN`` by its number (img2 before img10), any name whose
+    characters after the third are digits likewise, every other name after those, alphabetically."""
+    return (0, int(name[3:]), "") if name[3:].isdigit() else (1, 0, name)
+
+
 def image_split(names, labels_per_image: dict[str, np.ndarray], fractions=(0.6, 0.2, 0.2), seed: int = 0,
                 tries: int = 200) -> dict[str, str]:
     """Images -> train/valid/test, by image (no image in two splits).
@@ -148,7 +154,7 @@ def image_split(names, labels_per_image: dict[str, np.ndarray], fractions=(0.6, 
     whose splits' positive fractions are closest to the overall fraction is kept
     (every split must hold both classes). Deterministic for a seed.
     """
-    names = sorted(names, key=lambda n: int(n[3:]) if n[3:].isdigit() else n)
+    names = sorted(names, key=image_order)
     n = len(names)
     n_valid, n_test = max(1, round(fractions[1] * n)), max(1, round(fractions[2] * n))
 
@@ -169,7 +175,7 @@ def image_folds(names, labels_per_image: dict[str, np.ndarray], n_folds: int = 5
     closest to the overall fraction is kept, and every fold must hold both classes. Deterministic for a seed.
     A clear error when there are fewer images than folds or no assignment gives every fold both classes.
     """
-    names = sorted(names, key=lambda n: int(n[3:]) if n[3:].isdigit() else n)
+    names = sorted(names, key=image_order)
     if not (isinstance(n_folds, int) and n_folds >= 2):
         raise ValueError(f"image_folds: n_folds must be an integer >= 2, got {n_folds!r}")
     if len(names) < n_folds:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .common import DataError, PatchSet, balanced_subset, data_root
-from .crc import CLASSES, DEFAULT_MPP, image_folds, image_split, list_crc, window_px
+from .crc import CLASSES, DEFAULT_MPP, image_folds, image_order, image_split, list_crc, window_px
 from .user_patches import PREFIX as FOLDER_PREFIX, load_patch_folder
 
 DATASETS = ("crc_windows", "til", "pcam")
@@ -112,7 +112,7 @@ def fold_assignment(names, per_image_labels: dict, cv_folds: int, fold, split_se
     else:
         raise ValueError(f"load_til_task: fold must be 0..{cv_folds - 1} or 'final', got {fold!r}")
     assignment = {n: "valid" if f == valid else "test" if f == test else "train" for n, f in folds_of.items()}
-    folds = {k: sorted((n for n, f in folds_of.items() if f == k), key=lambda n: int(n[3:]) if n[3:].isdigit() else n)
+    folds = {k: sorted((n for n, f in folds_of.items() if f == k), key=image_order)
              for k in range(cv_folds)}
     return assignment, folds
 
@@ -179,7 +179,7 @@ def _crc_windows(root, *, window_um: float, mpp: float, min_positive: int, train
                  "eval_windows": "fixed non-overlapping grid", "split": "by image",
                  **({"cv_folds": cv_folds, "fold": fold, "folds": folds} if cv_folds else
                     {"split_fractions": list(split_fractions)}), "split_seed": split_seed,
-                 "images": {s: sorted({n for n, v in assignment.items() if v == s}, key=lambda n: int(n[3:]))
+                 "images": {s: sorted({n for n, v in assignment.items() if v == s}, key=image_order)
                             for s in SPLITS}}
     return out, described
 
