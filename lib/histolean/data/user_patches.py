@@ -117,13 +117,14 @@ def _list(folder: Path, report: FolderReport) -> Listing | None:
 
 
 def _list_classes(parent: Path, listing: Listing, split: str, report: FolderReport) -> None:
-    for class_dir in sorted(p for p in parent.iterdir() if p.is_dir()):
+    entries = list(parent.iterdir())   # one listing: a folder on a network share is slow to list
+    for class_dir in sorted(p for p in entries if p.is_dir()):
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             report.warn(class_dir, "holds no .png/.jpg/.tif images; ignored", "Remove it or add its patches")
         listing.paths += files
         listing.splits += [split] * len(files)
-    stray = [p for p in parent.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    stray = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if stray:
         report.warn(stray[0], f"{len(stray)} image(s) outside any class folder are ignored",
                     f"Move them into {parent}/<class>/")
