@@ -79,9 +79,11 @@ class TileReader:
         return out
 
     def close(self) -> None:
-        if self._fd is not None:
+        if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
             self._fd = None
+
+    __del__ = close   # a slide never closed does not keep its file open
 
 
 def open_level0(path: str | os.PathLike, dimensions: tuple[int, int],
