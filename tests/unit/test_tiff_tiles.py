@@ -47,6 +47,25 @@ def test_a_damaged_tile_is_an_error_naming_the_file_and_the_tile(real_data, tmp_
             slide.read_region((0, 0), 0, (50, 50))
 
 
+def test_a_tile_never_written_is_white_as_openslide_gives_it(real_data, tmp_path):
+    import tifffile
+
+    sparse = tmp_path / "sparse.svs"
+    shutil.copyfile(real_data / "wsi" / "CMU-1-Small-Region.svs", sparse)
+    with tifffile.TiffFile(sparse) as tif:
+        counts = tif.pages[0].tags["TileByteCounts"]
+        assert counts.dtype == 4 and tif.byteorder == "<"   # little-endian LONGs, as this file has them
+        where = counts.valueoffset + 4 * 3
+    with open(sparse, "r+b") as f:  # tile 3 (top row): no bytes
+        f.seek(where)
+        f.write(b"\0" * 4)
+    with wsi.open_slide(sparse) as slide:
+        region = slide.read_region((3 * 240 - 20, 0), 0, (280, 240))
+        assert slide.reader.startswith("tifffile")
+        np.testing.assert_array_equal(region, slide._openslide_region((3 * 240 - 20, 0), 0, (280, 240)))
+        assert (region[:, 20:260] == 255).all() and (region[:, :20] < 255).any()
+
+
 def test_openslide_reads_what_the_tiles_cannot_give(real_data, monkeypatch):
     path = real_data / "wsi" / "CMU-1-Small-Region.svs"
     with wsi.open_slide(path) as slide:

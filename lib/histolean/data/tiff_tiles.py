@@ -50,6 +50,8 @@ class TileReader:
                 self._tiles.move_to_end(index)
                 return tile
         offset, size = int(self.page.dataoffsets[index]), int(self.page.databytecounts[index])
+        if size == 0:   # a tile the scanner never wrote: OpenSlide leaves it transparent, i.e. white
+            return np.full((self.tile_h, self.tile_w, 3), 255, dtype=np.uint8)
         try:
             data = os.pread(self._fd, size, offset)
             decoded, _, _ = self.page.decode(data, index, jpegtables=self.page.jpegtables)
