@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from histolean.data import tiff_tiles
 from histolean.util.errors import DataError, data_error
 
 
@@ -112,8 +113,6 @@ class Slide:
 
     def _level0_tiles(self):
         if not self._tiles_decided:
-            from histolean.data import tiff_tiles
-
             with self._tiles_lock:
                 if not self._tiles_decided:
                     self._tiles, why = tiff_tiles.open_level0(
@@ -122,7 +121,7 @@ class Slide:
                     self._tiles_decided = True
         return self._tiles
 
-    def reset_cache(self, cache_bytes: int = 32 * 2 ** 20) -> None:
+    def reset_cache(self, cache_bytes: int = tiff_tiles.CACHE_BYTES) -> None:
         """Forget every decoded tile, as for a slide never read (timings that must decode again)."""
         import openslide
 

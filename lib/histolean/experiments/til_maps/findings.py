@@ -197,9 +197,9 @@ def end_to_end_claim(rows: list[dict], scale: str) -> Claim:
         ours += "; model / (model + reading over the slide): " + "; ".join(
             f"{r['method']} {r['setting']['role']} {r['metrics']['reading_bound']:.0%}" for r in bounds)
     return Claim(**base, ours=ours, verdict=claims.within(min(shares), CLOSE_SHARE, math.inf),
-                 note="Reading (OpenSlide decoding, resizing) costs the same per patch whatever the backend, so "
-                      "the faster the model, the more of the budget reading takes: on the same cores, end-to-end / "
-                      "model-only cannot exceed model / (model + reading) time.")
+                 note="Reading (decoding the slide's tiles, resizing) costs the same per patch whatever the "
+                      "backend, so the faster the model, the more of the budget reading takes: on the same "
+                      "cores, end-to-end / model-only cannot exceed model / (model + reading) time.")
 
 
 def dask_claim(rows: list[dict], scale: str) -> Claim:
