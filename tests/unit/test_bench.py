@@ -71,6 +71,19 @@ def test_compare_speed_interleaves_and_reports_ratios():
     assert res["fast"]["repeats"] == 5
 
 
+def test_compare_speed_runs_setup_untimed_before_each_call_of_its_name():
+    import time as _time
+    from histolean.core import measure
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    res = measure.compare_speed(calls, repeats=3, warmup=1,
+                                setup={"b": lambda: (order.append("setup b"), _time.sleep(0.05))})
+    assert order.count("setup b") == 4 and all(order[i + 1] == "b" for i, x in enumerate(order) if x == "setup b")
+    assert res["b"]["max_s"] < 0.02  # the sleep is not in b's time
+    with pytest.raises(ValueError, match="not calls"):
+        measure.compare_speed(calls, setup={"c": lambda: None})
+
+
 def test_compare_speed_rejects_unknown_reference():
     import pytest
     from histolean.core import measure

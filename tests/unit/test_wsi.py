@@ -124,3 +124,24 @@ def test_rgba_on_white_keeps_opaque_pixels_and_blends_transparent_ones():
     assert out[0, 0].tolist() == [255, 255, 255]
     assert out[0, 1].tolist() == [177, 127, 152]   # 255 * (1 - 128/255) + c * 128/255
     np.testing.assert_array_equal(out[1:], rgba[1:, :, :3])
+
+
+def test_resize_patches_is_the_training_resize_within_one_grey_level(real_data):
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    with wsi.open_slide(real_data / "wsi" / "CMU-1-Small-Region.svs") as slide:
+        strip = slide.read_region((0, 1200), 0, (800, 100))
+    patches = strip.reshape(100, 8, 100, 3).transpose(1, 0, 2, 3)  # a strided view, as read_patches passes it
+    out = wsi.resize_patches(patches, 76)
+    assert out.shape == (8, 76, 76, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, wsi.resize_patches(np.ascontiguousarray(patches), 76))
+    x = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).float()  # the loader's float path
+    train = F.interpolate(x, size=(76, 76), mode="bilinear", align_corners=False, antialias=True)
+    train = train.round().clamp(0, 255).permute(0, 2, 3, 1).numpy()
+    assert np.abs(out - train).max() <= 1
+    pil = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(p)).resize((76, 76), Image.Resampling.BILINEAR))
+                    for p in patches])
+    assert np.abs(out.astype(int) - pil).max() <= 1
+    assert wsi.resize_patches(patches[:1], 160).shape == (1, 160, 160, 3)  # upsampling too

@@ -157,15 +157,16 @@ def time_per_call(fn: Callable[[], Any], repeats: int = 3, device: str | torch.d
 
 def compare_speed(calls: dict[str, Callable[[], Any]], *, reference: str | None = None, repeats: int = 5,
                   warmup: int = 1, device: str | torch.device = "cpu", items_per_call: int = 1,
-                  progress: bool = False) -> dict[str, dict]:
+                  setup: dict[str, Callable[[], Any]] | None = None, progress: bool = False) -> dict[str, dict]:
     """Time several calls side by side: interleaved, repeated, warm-up discarded.
 
     Each round calls every entry of ``calls`` once, in a rotated order, so a busy machine
     slows all of them alike; ``warmup`` rounds are run and thrown away first. For each name
-    the result has ``median_s``, ``min_s``, ``max_s`` (seconds per call), ``per_s`` (items per
-    second from the median, with ``items_per_call`` items in one call) and, against
-    ``reference`` (default: the first name), ``speedup`` = the median over rounds of
-    reference time / this time in the same round, with ``speedup_min`` and ``speedup_max``.
+    the result has ``times_s`` (seconds per call, round by round), ``median_s``, ``min_s``,
+    ``max_s``, ``per_s`` (items per second from the median, with ``items_per_call`` items in one
+    call) and, against ``reference`` (default: the first name), ``speedup`` = the median over rounds
+    of reference time / this time in the same round, with ``speedup_min`` and ``speedup_max``.
+    ``setup[name]``, when given, runs untimed before every call of ``name`` (a cache emptied or filled).
     Ratios from one run are what a benchmark reports; absolute times vary from run to run.
     """
     if repeats < 1:
@@ -173,6 +174,9 @@ def compare_speed(calls: dict[str, Callable[[], Any]], *, reference: str | None 
     names = list(calls)
     if not names:
         raise ValueError("compare_speed needs at least one call")
+    setup = setup or {}
+    if set(setup) - set(names):
+        raise ValueError(f"setup for names that are not calls: {sorted(set(setup) - set(names))}")
     reference = names[0] if reference is None else reference
     if reference not in calls:
         raise ValueError(f"reference {reference!r} is not one of the calls {names}")
@@ -184,6 +188,8 @@ def compare_speed(calls: dict[str, Callable[[], Any]], *, reference: str | None 
     for r in rounds:
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
+            if name in setup:
+                setup[name]()
             [t] = time_per_call(calls[name], 1, device)
             if r >= warmup:
                 times[name].append(t)
@@ -195,7 +201,7 @@ def compare_speed(calls: dict[str, Callable[[], Any]], *, reference: str | None 
         out[name] = {"median_s": med, "min_s": min(ts), "max_s": max(ts), "per_s": items_per_call / med,
                      "speedup": statistics.median(ratios), "speedup_min": min(ratios),
                      "speedup_max": max(ratios), "repeats": repeats, "warmup": warmup, "reference": reference,
-                     "device": str(device)}
+                     "device": str(device), "times_s": ts}
     return out
 
 

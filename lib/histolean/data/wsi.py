@@ -277,24 +277,31 @@ def _window_fractions(tissue: TissueMask, x: np.ndarray, y: np.ndarray, side: in
 def read_patch(slide: Slide, x: int, y: int, patch_px: int, size: int) -> np.ndarray:
     """A level-0 square (x, y, patch_px) resized to ``size``, read from the coarsest level that still
     has at least ``size`` pixels across it (cheaper than always reading level 0)."""
-    from PIL import Image
-
     wanted_downsample = patch_px / size
     level = slide.best_level_for_downsample(max(wanted_downsample, 1.0))
     ds = slide.level_downsamples[level]
     side = max(1, int(round(patch_px / ds)))
     region = slide.read_region((x, y), level, (side, side))
-    if side != size:
-        region = np.asarray(Image.fromarray(region).resize((size, size), Image.Resampling.BILINEAR))
-    return region
+    return resize_patches(region[None], size)[0] if side != size else region
+
+
+def resize_patches(patches: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (k, h, w, 3) -> (k, size, size, 3), bilinear with antialias as training resizes
+    (``torch.nn.functional.interpolate``). torch's uint8 channels-last kernel: within 1 grey level of
+    PIL's BILINEAR and a fifth of its time per patch (measured, 100 -> 76 px), which was half the
+    reading cost of a reduced-input model's map."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(patches).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return y.permute(0, 2, 3, 1).numpy()
 
 
 def read_patches(grid: "PatchGrid", index) -> np.ndarray:
     """Patches ``index`` of ``grid`` as uint8 (k, size, size, 3), the same pixels as :func:`read_patch`:
     a run of horizontally adjacent cells of one grid row is read as one strip, so each tile under it
     is decoded once per run rather than once per patch (whole-slide maps read in raster order)."""
-    from PIL import Image
-
     index = np.asarray(index, dtype=np.int64).reshape(-1)
     slide, patch_px, size = grid.slide, grid.patch_px, grid.size
     level = slide.best_level_for_downsample(max(patch_px / size, 1.0))
@@ -312,11 +319,8 @@ def read_patches(grid: "PatchGrid", index) -> np.ndarray:
             end += 1
         x, y = grid.coords[index[start]]
         strip = slide.read_region((int(x), int(y)), level, (side * (end - start), side))
-        for k in range(end - start):
-            region = strip[:, k * side:(k + 1) * side]
-            if side != size:
-                region = np.asarray(Image.fromarray(region).resize((size, size), Image.Resampling.BILINEAR))
-            out[start + k] = region
+        patches = strip.reshape(side, end - start, side, 3).transpose(1, 0, 2, 3)  # (k, side, side, 3) view
+        out[start:end] = resize_patches(patches, size) if side != size else patches
         start = end
     return out
 
@@ -443,6 +447,5 @@ def grid_overlay(grid: PatchGrid, max_size: int = 800, color=(20, 20, 20), tint_
 
 
 __all__ = ["DataError", "Slide", "open_slide", "TissueMask", "tissue_mask", "PatchGrid", "patch_grid",
-           "read_patch", "read_patches", "cut_centred_patches", "read_region_um", "iter_batches", "predict_slide",
-           "slide_map",
-           "slide_map_rgb", "grid_overlay"]
+           "read_patch", "read_patches", "resize_patches", "cut_centred_patches", "read_region_um",
+           "iter_batches", "predict_slide", "slide_map", "slide_map_rgb", "grid_overlay"]

@@ -81,6 +81,22 @@ def window(grid: wsi.PatchGrid, n: int) -> wsi.PatchGrid:
                                tissue_fraction=grid.tissue_fraction[keep])
 
 
+def lead_in(whole: wsi.PatchGrid, part: wsi.PatchGrid) -> np.ndarray:
+    """Indices of ``whole`` that a raster-order map reads just before ``part`` (a :func:`window`) and
+    whose tiles ``part`` may share: the earlier patches of the rows one tile height above its first row.
+    Read untimed before ``part`` is timed, they leave the tile cache as a whole-slide map has it there
+    (without them the window's first row decodes every tile alone: 30% more reading per patch, measured)."""
+    if len(part) == 0 or len(part) == len(whole):
+        return np.zeros(0, dtype=np.int64)
+    start = int(np.flatnonzero((whole.cells == part.cells[0]).all(axis=1))[0])
+    slide = whole.slide
+    level = slide.best_level_for_downsample(max(whole.patch_px / whole.size, 1.0))
+    tile_h = int(slide.properties.get(f"openslide.level[{level}].tile-height", 512))
+    rows = int(np.ceil(tile_h / (whole.patch_px / slide.level_downsamples[level])))
+    earlier = np.arange(start)
+    return earlier[whole.cells[:start, 0] >= part.cells[0, 0] - rows]
+
+
 def slide_settings(model: TilModel, slide: wsi.Slide, max_patches, threshold: float) -> dict:
     """What decides a slide's outputs: a finished slide with other settings is mapped again."""
     return {"model_sha256": model.digest, "mpp": round(slide.mpp, 6), "patch_um": model.patch_um,
