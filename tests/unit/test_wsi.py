@@ -126,7 +126,7 @@ def test_rgba_on_white_keeps_opaque_pixels_and_blends_transparent_ones():
     np.testing.assert_array_equal(out[1:], rgba[1:, :, :3])
 
 
-def test_resize_patches_is_the_training_resize_within_one_grey_level(real_data):
+def test_resize_images_is_the_training_resize_within_one_grey_level(real_data):
     import torch
     import torch.nn.functional as F
     from PIL import Image
@@ -134,9 +134,9 @@ def test_resize_patches_is_the_training_resize_within_one_grey_level(real_data):
     with wsi.open_slide(real_data / "wsi" / "CMU-1-Small-Region.svs") as slide:
         strip = slide.read_region((0, 1200), 0, (800, 100))
     patches = strip.reshape(100, 8, 100, 3).transpose(1, 0, 2, 3)  # a strided view, as read_patches passes it
-    out = wsi.resize_patches(patches, 76)
+    out = data.resize_images(patches, 76)
     assert out.shape == (8, 76, 76, 3) and out.dtype == np.uint8
-    np.testing.assert_array_equal(out, wsi.resize_patches(np.ascontiguousarray(patches), 76))
+    np.testing.assert_array_equal(out, data.resize_images(np.ascontiguousarray(patches), 76))
     x = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).float()  # the loader's float path
     train = F.interpolate(x, size=(76, 76), mode="bilinear", align_corners=False, antialias=True)
     train = train.round().clamp(0, 255).permute(0, 2, 3, 1).numpy()
@@ -144,4 +144,6 @@ def test_resize_patches_is_the_training_resize_within_one_grey_level(real_data):
     pil = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(p)).resize((76, 76), Image.Resampling.BILINEAR))
                     for p in patches])
     assert np.abs(out.astype(int) - pil).max() <= 1
-    assert wsi.resize_patches(patches[:1], 160).shape == (1, 160, 160, 3)  # upsampling too
+    assert data.resize_images(patches[:1], 160).shape == (1, 160, 160, 3)  # upsampling too
+    assert data.resize_images(patches[:0], 76).shape == (0, 76, 76, 3)
+    assert data.resize_images(patches, 100) is patches  # already that size: untouched

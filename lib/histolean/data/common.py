@@ -156,15 +156,20 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
 
 
 def resize_images(images: np.ndarray, size: int | None) -> np.ndarray:
-    """Resize a uint8 (N, H, W, 3) stack to (N, size, size, 3) with bilinear filtering."""
+    """Resize a uint8 (N, H, W, 3) stack (any strides) to (N, size, size, 3): bilinear with antialias,
+    as training resizes (``torch.nn.functional.interpolate``), by torch's uint8 channels-last kernel:
+    within 1 grey level of the float path and of PIL's BILINEAR, a fifth of PIL's time per image
+    (measured, 100 -> 76 px: 21 against 110 us), which was half of a reduced model's slide reading."""
     if size is None or (images.shape[1] == size and images.shape[2] == size):
         return images
-    from PIL import Image
+    if len(images) == 0:
+        return np.zeros((0, size, size, 3), dtype=np.uint8)
+    import torch
+    import torch.nn.functional as F
 
-    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    for i, img in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
-    return out
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return y.permute(0, 2, 3, 1).numpy()
 
 
 def stack_images(images: Iterable[np.ndarray], paths: Sequence[str]) -> np.ndarray:
